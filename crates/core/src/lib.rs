@@ -1,0 +1,18 @@
+//! Storage core of wa-auth-store: opaque values keyed by `(session, type, id)` kept in an
+//! in-process cache, Redis and a SQL database. Knows nothing of Node or napi.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod ident;
+pub mod model;
+pub mod redis;
+pub mod sql;
+pub mod store;
+
+pub use config::{RedisOptions, SqlOptions, StoreOptions};
+pub use error::{Error, Result};
+pub use model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
+pub use redis::RedisTier;
+pub use sql::SqlStore;
+pub use store::AuthStore;

@@ -1,0 +1,119 @@
+//! The statements MySQL and SQLite share: both take `?` placeholders and multi-row VALUES lists,
+//! and differ only in the upsert clause. A macro rather than generic code keeps the sqlx types
+//! concrete (no higher-ranked trait bounds) while the SQL is written once.
+
+/// Defines `get_creds`, `get_keys`, `write` and `delete_session` for one pool type.
+/// `$upsert_creds` / `$upsert_keys` are the clauses that follow the VALUES list.
+macro_rules! keyed_statements {
+    ($db:ty, $pool:ty, $upsert_creds:expr, $upsert_keys:expr) => {
+        pub(super) async fn get_creds(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+        ) -> Result<Option<$crate::model::Value>, sqlx::Error> {
+            let row: Option<(Option<Vec<u8>>,)> =
+                sqlx::query_as("SELECT creds FROM wa_auth_sessions WHERE session_id = ?")
+                    .bind(&**sid)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(row.and_then(|(c,)| c).map($crate::model::Value::from))
+        }
+
+        pub(super) async fn get_keys(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            kind: &str,
+            ids: &[String],
+        ) -> Result<Vec<(String, $crate::model::Value)>, sqlx::Error> {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, value FROM wa_auth_keys WHERE session_id = ",
+                );
+                q.push_bind(&**sid).push(" AND type = ").push_bind(kind).push(" AND id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
+                for (id, value) in rows {
+                    let id = String::from_utf8(id)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    out.push((id, $crate::model::Value::from(value)));
+                }
+            }
+            Ok(out)
+        }
+
+        pub(super) async fn write(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            batch: &$crate::model::WriteBatch,
+            now: i64,
+        ) -> Result<(), sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            if let Some(creds) = &batch.creds {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES (?, ?, ?, ?) {}",
+                    $upsert_creds
+                )))
+                .bind(&**sid)
+                .bind(&**creds)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (kind, (puts, dels)) in batch.by_type() {
+                for chunk in super::put_chunks(&puts) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at) ",
+                    );
+                    q.push_values(chunk, |mut row, k| {
+                        row.push_bind(&**sid)
+                            .push_bind(kind)
+                            .push_bind(k.id.as_str())
+                            .push_bind(k.value.as_deref().unwrap_or_default())
+                            .push_bind(now);
+                    });
+                    q.push(" ").push($upsert_keys);
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in dels.chunks(super::ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "DELETE FROM wa_auth_keys WHERE session_id = ",
+                    );
+                    q.push_bind(&**sid).push(" AND type = ").push_bind(kind).push(" AND id IN (");
+                    let mut list = q.separated(", ");
+                    for k in chunk {
+                        list.push_bind(k.id.as_str());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await
+        }
+
+        pub(super) async fn delete_session(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            keep_creds: bool,
+        ) -> Result<(), sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = ?")
+                .bind(&**sid)
+                .execute(&mut *tx)
+                .await?;
+            if !keep_creds {
+                sqlx::query("DELETE FROM wa_auth_sessions WHERE session_id = ?")
+                    .bind(&**sid)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+    };
+}
+
+pub(super) use keyed_statements;

@@ -1,0 +1,96 @@
+//! MySQL and MariaDB. Identifiers are VARBINARY so comparisons are exact bytes (the default
+//! collations fold case and pad spaces, which would merge distinct session ids and key ids).
+
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::MySql;
+
+use super::keyed::keyed_statements;
+use super::SCHEMA_VERSION;
+use crate::config::SqlOptions;
+
+const MIGRATION_LOCK: &str = "wa_auth_store_migrations";
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
+            session_id VARBINARY(255) NOT NULL PRIMARY KEY,
+            creds LONGBLOB NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS wa_auth_keys (
+            session_id VARBINARY(255) NOT NULL,
+            type VARBINARY(128) NOT NULL,
+            id VARBINARY(1024) NOT NULL,
+            value LONGBLOB NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (session_id, type, id)) ENGINE=InnoDB",
+    ],
+)];
+
+keyed_statements!(
+    MySql,
+    MySqlPool,
+    "ON DUPLICATE KEY UPDATE creds = VALUES(creds), updated_at = VALUES(updated_at)",
+    "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)"
+);
+
+pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {
+    let url = opts.url.replacen("mariadb://", "mysql://", 1);
+    let connect = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
+    MySqlPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .acquire_timeout(opts.timeout)
+        .connect_with(connect)
+        .await
+}
+
+/// DDL commits implicitly in MySQL, so a named lock (held by this connection) serialises
+/// migrations between processes instead of a transaction.
+pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 30)")
+        .bind(MIGRATION_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if got != Some(1) {
+        return Err(sqlx::Error::Protocol(
+            "another process held the migration lock for 30 s".into(),
+        ));
+    }
+    let result = async {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS wa_auth_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB",
+        )
+        .execute(&mut *conn)
+        .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM wa_auth_migrations")
+                .fetch_one(&mut *conn)
+                .await?;
+        if current > SCHEMA_VERSION {
+            return Err(sqlx::Error::Protocol(format!(
+                "the database schema is at version {current}, newer than this wa-auth-store knows ({SCHEMA_VERSION}); upgrade wa-auth-store"
+            )));
+        }
+        for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            for s in *statements {
+                sqlx::query(*s).execute(&mut *conn).await?;
+            }
+            sqlx::query("INSERT INTO wa_auth_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(super::now_ms())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    result.and(released.map(|_| ()))
+}

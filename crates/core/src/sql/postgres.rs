@@ -1,0 +1,179 @@
+//! PostgreSQL: UNNEST arrays make every write one statement per kind of change.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{rows_to_values, SCHEMA_VERSION};
+use crate::config::SqlOptions;
+use crate::model::{SessionId, Value, WriteBatch};
+
+/// Arbitrary constant naming this schema's advisory lock.
+const MIGRATION_LOCK: i64 = 0x7761_5f61_7574_6801;
+
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
+            session_id TEXT PRIMARY KEY,
+            creds BYTEA,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS wa_auth_keys (
+            session_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            id TEXT NOT NULL,
+            value BYTEA NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (session_id, type, id))",
+    ],
+)];
+
+pub(super) async fn connect(opts: &SqlOptions) -> Result<PgPool, sqlx::Error> {
+    let connect = PgConnectOptions::from_str(&opts.url)?;
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .acquire_timeout(opts.timeout)
+        .connect_with(connect)
+        .await
+}
+
+pub(super) async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS wa_auth_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+    if current > SCHEMA_VERSION {
+        return Err(sqlx::Error::Protocol(format!(
+            "the database schema is at version {current}, newer than this wa-auth-store knows ({SCHEMA_VERSION}); upgrade wa-auth-store"
+        )));
+    }
+    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for s in *statements {
+            sqlx::query(*s).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO wa_auth_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+pub(super) async fn get_creds(
+    pool: &PgPool,
+    sid: &SessionId,
+) -> Result<Option<Value>, sqlx::Error> {
+    let row: Option<(Option<Vec<u8>>,)> =
+        sqlx::query_as("SELECT creds FROM wa_auth_sessions WHERE session_id = $1")
+            .bind(&**sid)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.and_then(|(c,)| c).map(Value::from))
+}
+
+pub(super) async fn get_keys(
+    pool: &PgPool,
+    sid: &SessionId,
+    kind: &str,
+    ids: &[String],
+) -> Result<Vec<(String, Value)>, sqlx::Error> {
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, value FROM wa_auth_keys WHERE session_id = $1 AND type = $2 AND id = ANY($3)",
+    )
+    .bind(&**sid)
+    .bind(kind)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows_to_values(rows))
+}
+
+pub(super) async fn write(
+    pool: &PgPool,
+    sid: &SessionId,
+    batch: &WriteBatch,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some(creds) = &batch.creds {
+        sqlx::query(
+            "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (session_id) DO UPDATE SET creds = EXCLUDED.creds, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&**sid)
+        .bind(&**creds)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let (mut put_types, mut put_ids, mut put_values) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut del_types, mut del_ids) = (Vec::new(), Vec::new());
+    for (kind, (puts, dels)) in batch.by_type() {
+        for k in puts {
+            put_types.push(kind);
+            put_ids.push(k.id.as_str());
+            put_values.push(k.value.as_deref().unwrap_or_default());
+        }
+        for k in dels {
+            del_types.push(kind);
+            del_ids.push(k.id.as_str());
+        }
+    }
+    if !put_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at)
+             SELECT $1, t.type, t.id, t.value, $5 FROM UNNEST($2::text[], $3::text[], $4::bytea[]) AS t(type, id, value)
+             ON CONFLICT (session_id, type, id) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&**sid)
+        .bind(&put_types)
+        .bind(&put_ids)
+        .bind(&put_values)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !del_ids.is_empty() {
+        sqlx::query(
+            "DELETE FROM wa_auth_keys WHERE session_id = $1
+             AND (type, id) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+        )
+        .bind(&**sid)
+        .bind(&del_types)
+        .bind(&del_ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+pub(super) async fn delete_session(
+    pool: &PgPool,
+    sid: &SessionId,
+    keep_creds: bool,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = $1")
+        .bind(&**sid)
+        .execute(&mut *tx)
+        .await?;
+    if !keep_creds {
+        sqlx::query("DELETE FROM wa_auth_sessions WHERE session_id = $1")
+            .bind(&**sid)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}

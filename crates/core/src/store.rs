@@ -1,0 +1,303 @@
+//! The tiers together: read-through (cache -> Redis -> SQL, warming the tiers above on a lower hit)
+//! and write-through (SQL commit, then Redis MULTI, then cache).
+//!
+//! Why SQL first: Redis then never holds a value SQL lacks, so evicting a session from Redis can
+//! never lose data. If the Redis step fails after the commit, the records the write named are
+//! removed from Redis (best effort) so it cannot serve a value older than SQL's, and the caller
+//! gets the error (Baileys retries the whole transaction).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::cache::{CacheStats, KeyCache};
+use crate::config::StoreOptions;
+use crate::error::{Error, Result};
+use crate::ident;
+use crate::model::{SessionId, Value, WriteBatch, WriteOptions};
+use crate::redis::RedisTier;
+use crate::sql::SqlStore;
+
+pub struct AuthStore {
+    cache: Option<KeyCache>,
+    redis: Option<Arc<RedisTier>>,
+    sql: Option<Arc<SqlStore>>,
+    closed: AtomicBool,
+    counters: Counters,
+}
+
+/// Which tiers answered reads, and how often.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub cache: Option<CacheStats>,
+    pub redis_hits: u64,
+    pub redis_misses: u64,
+    pub sql_hits: u64,
+    pub sql_misses: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    redis_hits: std::sync::atomic::AtomicU64,
+    redis_misses: std::sync::atomic::AtomicU64,
+    sql_hits: std::sync::atomic::AtomicU64,
+    sql_misses: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for AuthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthStore")
+            .field("cache", &self.cache.is_some())
+            .field("redis", &self.redis)
+            .field("sql", &self.sql)
+            .finish()
+    }
+}
+
+impl Counters {
+    fn redis(&self, hits: usize, asked: usize) {
+        self.redis_hits.fetch_add(hits as u64, Ordering::Relaxed);
+        self.redis_misses
+            .fetch_add((asked - hits) as u64, Ordering::Relaxed);
+    }
+
+    fn sql(&self, hits: usize, asked: usize) {
+        self.sql_hits.fetch_add(hits as u64, Ordering::Relaxed);
+        self.sql_misses
+            .fetch_add((asked - hits) as u64, Ordering::Relaxed);
+    }
+}
+
+impl AuthStore {
+    pub fn new(
+        redis: Option<Arc<RedisTier>>,
+        sql: Option<Arc<SqlStore>>,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        if redis.is_none() && sql.is_none() {
+            return Err(Error::Config(
+                "a store needs a Redis or a SQL tier (openAuthStore() gives the embedded SQLite default)".into(),
+            ));
+        }
+        Ok(AuthStore {
+            cache: (options.cache_max_bytes > 0).then(|| KeyCache::new(options.cache_max_bytes)),
+            redis,
+            sql,
+            closed: AtomicBool::new(false),
+            counters: Counters::default(),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        let tier_closed = self.redis.as_ref().is_some_and(|r| r.is_closed())
+            || self.sql.as_ref().is_some_and(|s| s.is_closed());
+        if self.closed.load(Ordering::Acquire) || tier_closed {
+            return Err(Error::StoreClosed);
+        }
+        Ok(())
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisTier>> {
+        self.redis.as_ref()
+    }
+
+    pub fn sql(&self) -> Option<&Arc<SqlStore>> {
+        self.sql.as_ref()
+    }
+
+    pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
+        self.check_open()?;
+        if let Some(v) = self.cache.as_ref().and_then(|c| c.get_creds(sid)) {
+            return Ok(Some(v));
+        }
+        let epoch = self.cache.as_ref().map(KeyCache::epoch);
+        let mut found = None;
+        if let Some(redis) = &self.redis {
+            found = redis.get_creds(sid).await?;
+            self.counters.redis(found.is_some() as usize, 1);
+        }
+        if found.is_none() {
+            if let Some(sql) = &self.sql {
+                found = sql.get_creds(sid).await?;
+                self.counters.sql(found.is_some() as usize, 1);
+                if let (Some(v), Some(redis)) = (&found, &self.redis) {
+                    if let Err(e) = redis.warm_creds(sid, v).await {
+                        log::warn!("could not warm redis with creds read from SQL: {e}");
+                    }
+                }
+            }
+        }
+        if let (Some(cache), Some(epoch), Some(v)) = (&self.cache, epoch, &found) {
+            cache.fill_creds(epoch, sid, v);
+        }
+        Ok(found)
+    }
+
+    /// Values of `ids`, aligned with `ids` (`None` where a record does not exist).
+    pub async fn get_keys(
+        &self,
+        sid: &SessionId,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Value>>> {
+        self.check_open()?;
+        ident::validate_type(kind)?;
+        for id in ids {
+            ident::validate_key_id(id)?;
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Option<Value>> = match &self.cache {
+            Some(c) => c.get_keys(sid, kind, ids),
+            None => vec![None; ids.len()],
+        };
+        let epoch = self.cache.as_ref().map(KeyCache::epoch);
+        let missing = |out: &[Option<Value>]| -> Vec<usize> {
+            (0..ids.len()).filter(|&i| out[i].is_none()).collect()
+        };
+        let mut todo = missing(&out);
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let mut filled: Vec<usize> = Vec::new();
+        if let Some(redis) = &self.redis {
+            let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
+            let got = redis.get_keys(sid, kind, &want).await?;
+            for (&i, v) in todo.iter().zip(got) {
+                if v.is_some() {
+                    out[i] = v;
+                    filled.push(i);
+                }
+            }
+            self.counters.redis(filled.len(), todo.len());
+            todo = missing(&out);
+        }
+        if !todo.is_empty() {
+            if let Some(sql) = &self.sql {
+                let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
+                let rows = sql.get_keys(sid, kind, &want).await?;
+                self.counters.sql(rows.len(), todo.len());
+                if !rows.is_empty() {
+                    let by_id: std::collections::HashMap<&str, &Value> =
+                        rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
+                    for &i in &todo {
+                        if let Some(v) = by_id.get(ids[i].as_str()) {
+                            out[i] = Some((*v).clone());
+                            filled.push(i);
+                        }
+                    }
+                    if let Some(redis) = &self.redis {
+                        let pairs: Vec<(&str, &Value)> =
+                            rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
+                        if let Err(e) = redis.warm_keys(sid, kind, &pairs).await {
+                            log::warn!("could not warm redis with keys read from SQL: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            cache.fill_keys(
+                epoch,
+                sid,
+                kind,
+                filled
+                    .iter()
+                    .filter_map(|&i| out[i].as_ref().map(|v| (ids[i].as_str(), v))),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch: atomically in each tier, SQL first (see the module docs).
+    pub async fn write(
+        &self,
+        sid: &SessionId,
+        mut batch: WriteBatch,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        batch.validate()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Without Redis there is nowhere else to write: the SQL tier is always written then.
+        let to_sql = self.sql.is_some() && (opts.sync_to_database || self.redis.is_none());
+        if opts.ttl.is_some() && self.redis.is_some() && !to_sql {
+            return Err(Error::invalid(
+                "ttl on a write that goes to Redis only would expire the only copy of the keys; \
+                 write to the database too (syncToDatabase) or drop the ttl",
+            ));
+        }
+        if let Some(sql) = self.sql.as_ref().filter(|_| to_sql) {
+            if let Err(e) = sql.write(sid, &batch).await {
+                self.forget(sid, &batch);
+                return Err(e);
+            }
+        }
+        if let Some(redis) = &self.redis {
+            if let Err(e) = redis.write(sid, &batch, opts.ttl).await {
+                self.forget(sid, &batch);
+                if to_sql {
+                    if let Err(e2) = redis.invalidate(sid, &batch).await {
+                        log::warn!("redis write failed after the SQL commit and its records could not be invalidated: {e2}");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.apply_write(sid, batch.creds.as_ref(), &batch.keys);
+        }
+        Ok(())
+    }
+
+    fn forget(&self, sid: &SessionId, batch: &WriteBatch) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(sid, batch.creds.is_some(), &batch.keys);
+        }
+    }
+
+    /// Removes every key of a session; its creds too unless `keep_creds`.
+    pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
+        self.check_open()?;
+        if let Some(cache) = &self.cache {
+            cache.remove_session(sid, keep_creds);
+        }
+        if let Some(sql) = &self.sql {
+            sql.delete_session(sid, keep_creds).await?;
+        }
+        if let Some(redis) = &self.redis {
+            redis.delete_session(sid, keep_creds).await?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.remove_session(sid, keep_creds);
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        StoreStats {
+            cache: self.cache.as_ref().map(KeyCache::stats),
+            redis_hits: c.redis_hits.load(Ordering::Relaxed),
+            redis_misses: c.redis_misses.load(Ordering::Relaxed),
+            sql_hits: c.sql_hits.load(Ordering::Relaxed),
+            sql_misses: c.sql_misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the store and the tiers it holds. Later calls fail with `ERR_STORE_CLOSED`.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        if let Some(redis) = &self.redis {
+            redis.close().await;
+        }
+        if let Some(sql) = &self.sql {
+            sql.close().await;
+        }
+    }
+}
