@@ -1,0 +1,19 @@
+'use strict'
+// wa-auth-store: Baileys auth state in Redis and SQL, on a Rust core. This file only gathers the
+// public surface; see lib/ for the facade and binding.js for the generated native loader.
+
+const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./lib/adapters.js')
+const { useBaileysAuthState } = require('./lib/auth-state.js')
+const { BufferJSON, encodeValue, decodeValue } = require('./lib/codec.js')
+const { WaAuthStoreError } = require('./lib/errors.js')
+const { BaileysAuthStore, openAuthStore } = require('./lib/store.js')
+
+module.exports.BaileysRedisAdapter = BaileysRedisAdapter
+module.exports.BaileysOrmAdapter = BaileysOrmAdapter
+module.exports.BaileysAuthStore = BaileysAuthStore
+module.exports.openAuthStore = openAuthStore
+module.exports.useBaileysAuthState = useBaileysAuthState
+module.exports.BufferJSON = BufferJSON
+module.exports.encodeValue = encodeValue
+module.exports.decodeValue = decodeValue
+module.exports.WaAuthStoreError = WaAuthStoreError

@@ -1,0 +1,231 @@
+'use strict'
+// BaileysAuthStore: the seed's API over the native store. Values are encoded here (lib/codec.js);
+// one native call per batch.
+
+const { NativeAuthStore } = require('../binding.js')
+const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./adapters.js')
+const { resolveBaileys } = require('./baileys.js')
+const { encodeValue, decodeValue } = require('./codec.js')
+const { WaAuthStoreError, call, invalid } = require('./errors.js')
+
+/** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
+const KNOWN_TYPES = [
+  'app-state-sync-version',
+  'app-state-sync-key',
+  'sender-key-memory',
+  'identity-key',
+  'lid-mapping',
+  'device-list',
+  'sender-key',
+  'pre-key',
+  'session',
+  'tctoken',
+].sort((a, b) => b.length - a.length)
+
+function parseField(field) {
+  if (field && typeof field === 'object' && typeof field.type === 'string' && typeof field.id === 'string') {
+    return field
+  }
+  if (typeof field !== 'string') throw invalid('deleteKeys takes "type-id" strings or { type, id } objects')
+  const type = KNOWN_TYPES.find((t) => field.startsWith(`${t}-`))
+  if (!type) {
+    throw invalid(`"${field}" does not start with a known key type; pass { type, id } for other types`)
+  }
+  return { type, id: field.slice(type.length + 1) }
+}
+
+function writeOptions(options) {
+  if (options == null) return undefined
+  if (typeof options !== 'object') throw invalid('write options must be an object')
+  const { syncToDatabase, ttl } = options
+  if (syncToDatabase !== undefined && typeof syncToDatabase !== 'boolean') throw invalid('syncToDatabase must be a boolean')
+  if (ttl != null && !(typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl))) {
+    throw invalid('ttl must be a positive number of seconds')
+  }
+  return { syncToDatabase, ttlMs: ttl != null ? ttl * 1000 : undefined }
+}
+
+/** Flattens {type: {id: value|null}} into the parallel arrays the native write takes. */
+function flattenKeys(data) {
+  const types = []
+  const ids = []
+  const values = []
+  if (data == null) return { types, ids, values }
+  if (typeof data !== 'object') throw invalid('keys must be an object of { [type]: { [id]: value | null } }')
+  for (const type of Object.keys(data)) {
+    const entries = data[type]
+    if (entries == null) continue
+    if (typeof entries !== 'object') throw invalid(`keys.${type} must be an object of { [id]: value | null }`)
+    for (const id of Object.keys(entries)) {
+      const value = entries[id]
+      types.push(type)
+      ids.push(id)
+      values.push(value == null ? null : encodeValue(value))
+    }
+  }
+  return { types, ids, values }
+}
+
+function checkSessionId(sessionId) {
+  if (typeof sessionId !== 'string') {
+    throw new WaAuthStoreError('ERR_INVALID_SESSION_ID', `session id must be a string, got ${typeof sessionId}`)
+  }
+}
+
+class BaileysAuthStore {
+  /**
+   * @param redisAdapter BaileysRedisAdapter or null
+   * @param ormAdapter BaileysOrmAdapter or null
+   * @param options { cache?: boolean, cacheMaxBytes?: number, baileys?: module }
+   */
+  constructor(redisAdapter = null, ormAdapter = null, options = {}) {
+    if (redisAdapter != null && !(redisAdapter instanceof BaileysRedisAdapter)) {
+      throw invalid('the first argument must be a BaileysRedisAdapter or null')
+    }
+    if (ormAdapter != null && !(ormAdapter instanceof BaileysOrmAdapter)) {
+      throw invalid('the second argument must be a BaileysOrmAdapter or null')
+    }
+    if (!redisAdapter && !ormAdapter) {
+      throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
+    }
+    const { cache = true, cacheMaxBytes, baileys } = options ?? {}
+    this._redis = redisAdapter
+    this._orm = ormAdapter
+    this._cacheMaxBytes = cache === false ? 0 : cacheMaxBytes
+    this._baileys = baileys
+    this._proto = null
+    this._ready = null
+    this._closed = false
+  }
+
+  /** Connects the adapters (if they are not yet) and builds the native store, once. */
+  _native() {
+    if (this._closed) return Promise.reject(new WaAuthStoreError('ERR_STORE_CLOSED', 'the store is closed'))
+    this._ready ??= (async () => {
+      await Promise.all([this._redis?.connect(), this._orm?.connect()])
+      const baileys = await resolveBaileys(this._baileys).catch(() => null)
+      this._proto = baileys?.proto ?? null
+      return call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes }))
+    })().catch((err) => {
+      this._ready = null
+      throw err
+    })
+    return this._ready
+  }
+
+  /** @returns {Promise<{ creds } | null>} */
+  async getCreds(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    const bytes = await call(() => native.getCreds(sessionId))
+    return bytes ? { creds: decodeValue('creds', bytes) } : null
+  }
+
+  /** Writes creds and/or keys as one atomic unit. */
+  async saveCreds(sessionId, { creds, keys } = {}, options) {
+    checkSessionId(sessionId)
+    const credsBytes = creds == null ? null : encodeValue(creds)
+    return this._write(sessionId, credsBytes, keys, options)
+  }
+
+  /** Creds already serialised (useBaileysAuthState snapshots them synchronously). */
+  async _writeCredsBytes(sessionId, credsBytes, options) {
+    return this._write(sessionId, credsBytes, null, options)
+  }
+
+  async _write(sessionId, credsBytes, keys, options) {
+    const { types, ids, values } = flattenKeys(keys)
+    const opts = writeOptions(options)
+    if (credsBytes == null && ids.length === 0) return
+    const native = await this._native()
+    await call(() => native.write(sessionId, credsBytes, types, ids, values, opts))
+  }
+
+  /** Removes the session entirely: creds and every key. */
+  async deleteCreds(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    await call(() => native.deleteSession(sessionId, false))
+  }
+
+  /** Removes every key of the session and keeps its creds (Baileys' keys.clear()). */
+  async clearSession(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    await call(() => native.deleteSession(sessionId, true))
+  }
+
+  /** @returns {Promise<{ [id: string]: value }>} missing ids are left out */
+  async getKeys(sessionId, type, ids) {
+    checkSessionId(sessionId)
+    if (typeof type !== 'string') throw invalid('key type must be a string')
+    if (!Array.isArray(ids)) throw invalid('ids must be an array of strings')
+    const out = {}
+    if (ids.length === 0) return out
+    const native = await this._native()
+    const values = await call(() => native.getKeys(sessionId, type, ids))
+    for (let i = 0; i < ids.length; i++) {
+      if (values[i]) out[ids[i]] = decodeValue(type, values[i], this._proto)
+    }
+    return out
+  }
+
+  /** data: { [type]: { [id]: value | null } }; null or undefined deletes. One atomic write. */
+  async setKeys(sessionId, data, options) {
+    checkSessionId(sessionId)
+    return this._write(sessionId, null, data, options)
+  }
+
+  /** fields: the seed's 'type-id' strings (longest known type wins) or { type, id } objects. */
+  async deleteKeys(sessionId, fields) {
+    checkSessionId(sessionId)
+    if (!Array.isArray(fields)) throw invalid('fields must be an array')
+    const data = {}
+    for (const f of fields) {
+      const { type, id } = parseField(f)
+      ;(data[type] ??= {})[id] = null
+    }
+    return this._write(sessionId, null, data)
+  }
+
+  /** Hits and misses per tier, cache bytes. */
+  async stats() {
+    const native = await this._native()
+    return native.stats()
+  }
+
+  /** Quits Redis, closes the SQL pool; later calls reject with ERR_STORE_CLOSED. */
+  async close() {
+    if (this._closed) return
+    this._closed = true
+    const ready = this._ready
+    this._ready = null
+    const native = ready ? await ready.catch(() => null) : null
+    if (native) await call(() => native.close())
+    await Promise.all([this._redis?.disconnect(), this._orm?.disconnect()])
+  }
+}
+
+/** The embedded default: a SQLite file beside the process, with the in-process cache. */
+const DEFAULT_DATABASE = 'sqlite://./wa-auth-store.db'
+
+/**
+ * Opens a store from URLs. With no arguments (and no REDIS_URL / DATABASE_URL in the environment)
+ * it is the embedded default: SQLite file ./wa-auth-store.db plus the in-process cache.
+ * Pass `redis: null` or `database: null` to leave a tier out even when the environment names it.
+ */
+async function openAuthStore(options = {}) {
+  const { redis = process.env.REDIS_URL || null, database = process.env.DATABASE_URL || DEFAULT_DATABASE, ...rest } = options ?? {}
+  const redisAdapter = redis ? new BaileysRedisAdapter(redis) : null
+  const ormAdapter = database ? new BaileysOrmAdapter(database) : null
+  const store = new BaileysAuthStore(redisAdapter, ormAdapter, rest)
+  try {
+    await store._native()
+  } catch (err) {
+    await store.close().catch(() => {})
+    throw err
+  }
+  return store
+}
+
+module.exports = { BaileysAuthStore, openAuthStore, DEFAULT_DATABASE, KNOWN_TYPES }

@@ -1,0 +1,173 @@
+use std::sync::Arc;
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use wa_auth_core::model::Value;
+use wa_auth_core::{AuthStore, KeyWrite, SessionId, StoreOptions, WriteBatch, WriteOptions};
+
+use crate::error::{millis, to_napi, IntoNapi};
+use crate::redis_connection::RedisConnection;
+use crate::sql_connection::SqlConnection;
+
+#[napi(object)]
+pub struct NativeStoreOptions {
+    /// Byte budget of the in-process cache; 0 turns it off.
+    pub cache_max_bytes: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeWriteOptions {
+    pub sync_to_database: Option<bool>,
+    pub ttl_ms: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeCacheStats {
+    pub hits: f64,
+    pub misses: f64,
+    pub entries: f64,
+    pub bytes: f64,
+    pub max_bytes: f64,
+}
+
+#[napi(object)]
+pub struct NativeStoreStats {
+    pub cache: Option<NativeCacheStats>,
+    pub redis_hits: f64,
+    pub redis_misses: f64,
+    pub sql_hits: f64,
+    pub sql_misses: f64,
+}
+
+/// Opaque values keyed by `(session, type, id)` over the configured tiers. Values are bytes;
+/// the JavaScript facade owns Baileys' value shapes.
+#[napi]
+pub struct NativeAuthStore {
+    inner: Arc<AuthStore>,
+}
+
+fn buffer(v: Value) -> Buffer {
+    Buffer::from(v.to_vec())
+}
+
+#[napi]
+impl NativeAuthStore {
+    #[napi(constructor)]
+    pub fn new(
+        redis: Option<&RedisConnection>,
+        sql: Option<&SqlConnection>,
+        options: Option<NativeStoreOptions>,
+    ) -> napi::Result<Self> {
+        let mut o = StoreOptions::default();
+        if let Some(bytes) = options.and_then(|o| o.cache_max_bytes) {
+            if !(bytes.is_finite() && bytes >= 0.0) {
+                return Err(to_napi(wa_auth_core::Error::invalid(
+                    "cacheMaxBytes must be a non-negative number",
+                )));
+            }
+            o.cache_max_bytes = bytes as usize;
+        }
+        let store = AuthStore::new(
+            redis.map(|r| r.inner.clone()),
+            sql.map(|s| s.inner.clone()),
+            o,
+        )
+        .napi()?;
+        Ok(NativeAuthStore {
+            inner: Arc::new(store),
+        })
+    }
+
+    #[napi]
+    pub async fn get_creds(&self, session_id: String) -> napi::Result<Option<Buffer>> {
+        let sid = SessionId::new(session_id).napi()?;
+        Ok(self.inner.get_creds(&sid).await.napi()?.map(buffer))
+    }
+
+    /// Values aligned with `ids`; `null` where a record does not exist.
+    #[napi(ts_return_type = "Promise<Array<Buffer | null>>")]
+    pub async fn get_keys(
+        &self,
+        session_id: String,
+        kind: String,
+        ids: Vec<String>,
+    ) -> napi::Result<Vec<Option<Buffer>>> {
+        let sid = SessionId::new(session_id).napi()?;
+        let got = self.inner.get_keys(&sid, &kind, &ids).await.napi()?;
+        Ok(got.into_iter().map(|v| v.map(buffer)).collect())
+    }
+
+    /// One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
+    #[napi]
+    pub async fn write(
+        &self,
+        session_id: String,
+        creds: Option<Buffer>,
+        types: Vec<String>,
+        ids: Vec<String>,
+        #[napi(ts_arg_type = "Array<Buffer | null>")] values: Vec<Option<Buffer>>,
+        options: Option<NativeWriteOptions>,
+    ) -> napi::Result<()> {
+        // Copy the bytes now: JavaScript may reuse the memory once we yield.
+        let creds = creds.map(|b| Value::from(&b[..]));
+        if types.len() != ids.len() || ids.len() != values.len() {
+            return Err(to_napi(wa_auth_core::Error::invalid(
+                "types, ids and values must have the same length",
+            )));
+        }
+        let keys: Vec<KeyWrite> = types
+            .into_iter()
+            .zip(ids)
+            .zip(values)
+            .map(|((kind, id), v)| KeyWrite {
+                kind,
+                id,
+                value: v.map(|b| Value::from(&b[..])),
+            })
+            .collect();
+        let sid = SessionId::new(session_id).napi()?;
+        let mut opts = WriteOptions::default();
+        if let Some(o) = options {
+            opts.sync_to_database = o.sync_to_database.unwrap_or(true);
+            if o.ttl_ms.is_some() {
+                opts.ttl = Some(millis(o.ttl_ms, std::time::Duration::ZERO)?);
+            }
+        }
+        self.inner
+            .write(&sid, WriteBatch { creds, keys }, &opts)
+            .await
+            .napi()
+    }
+
+    /// Removes the session's keys, and its creds too unless `keepCreds`.
+    #[napi]
+    pub async fn delete_session(&self, session_id: String, keep_creds: bool) -> napi::Result<()> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.delete_session(&sid, keep_creds).await.napi()
+    }
+
+    #[napi]
+    pub fn stats(&self) -> NativeStoreStats {
+        let s = self.inner.stats();
+        NativeStoreStats {
+            cache: s.cache.map(|c| NativeCacheStats {
+                hits: c.hits as f64,
+                misses: c.misses as f64,
+                entries: c.entries as f64,
+                bytes: c.bytes as f64,
+                max_bytes: c.max_bytes as f64,
+            }),
+            redis_hits: s.redis_hits as f64,
+            redis_misses: s.redis_misses as f64,
+            sql_hits: s.sql_hits as f64,
+            sql_misses: s.sql_misses as f64,
+        }
+    }
+
+    /// Closes the store and the connections it was built on.
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        self.inner.close().await;
+        Ok(())
+    }
+}
