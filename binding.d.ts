@@ -22,6 +22,10 @@ export declare class NativeAuthStore {
   write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<void>
   /** Removes the session's keys, and its creds too unless `keepCreds`. */
   deleteSession(sessionId: string, keepCreds: boolean): Promise<void>
+  /** Records and value bytes per key type (from SQL when there is a SQL tier). */
+  summary(sessionId: string): Promise<Array<NativeTypeSummary>>
+  /** Every id of one key type in the session. */
+  listIds(sessionId: string, kind: string): Promise<Array<string>>
   stats(): NativeStoreStats
   /** Closes the store and the connections it was built on. */
   close(): Promise<void>
@@ -65,6 +69,12 @@ export interface NativeStoreStats {
   redisMisses: number
   sqlHits: number
   sqlMisses: number
+}
+
+export interface NativeTypeSummary {
+  type: string
+  count: number
+  bytes: number
 }
 
 export interface NativeWriteOptions {

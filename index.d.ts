@@ -28,6 +28,10 @@ export interface SignalKeyStore {
   get(type: string, ids: string[]): Promise<{ [id: string]: any }>
   set(data: KeyData): Promise<void>
   clear(): Promise<void>
+  /** Every id of one type (forward compatible with Baileys' migrateAuthState). */
+  listIds(type: string): AsyncIterable<string>
+  /** Every [id, value] of one type. */
+  list(type: string): AsyncIterable<[string, any]>
 }
 
 /** Baileys' AuthenticationState, structurally. */
@@ -117,8 +121,18 @@ export declare class BaileysAuthStore {
   setKeys(sessionId: string, data: KeyData, options?: WriteOptions): Promise<void>
   /** The seed's `'type-id'` strings (longest known type wins) or `{ type, id }`. */
   deleteKeys(sessionId: string, fields: Array<string | { type: string; id: string }>): Promise<void>
+  /** Every id of one key type in the session (union of Redis and SQL). */
+  listIds(sessionId: string, type: string): Promise<string[]>
+  /** What a session holds: creds present, and records and value bytes per key type. */
+  describeSession(sessionId: string): Promise<SessionDescription>
   stats(): Promise<StoreStats>
   close(): Promise<void>
+}
+
+export interface SessionDescription {
+  creds: boolean
+  credsBytes: number
+  types: Array<{ type: string; count: number; bytes: number }>
 }
 
 export interface OpenAuthStoreOptions extends StoreOptions {

@@ -85,6 +85,24 @@ for (const cfg of configs) {
       expect(Buffer.isBuffer(ver.indexValueMap['aGk='].valueMac)).toBe(true)
     })
 
+    it('lists ids and describes a session', async () => {
+      const store = await open()
+      const sid = uniqueId('list')
+      const { state } = await useBaileysAuthState(store, sid)
+      await store.saveCreds(sid, { creds: state.creds, keys: { 'pre-key': { 2: { p: 1 }, 10: { p: 2 } }, session: { a: { v: 1 } } } })
+      expect(await store.listIds(sid, 'pre-key')).toEqual(['10', '2'])
+      const ids = []
+      for await (const id of state.keys.listIds('pre-key')) ids.push(id)
+      expect(ids).toEqual(['10', '2'])
+      const pairs = []
+      for await (const pair of state.keys.list('session')) pairs.push(pair)
+      expect(pairs).toEqual([['a', { v: 1 }]])
+      const d = await (await open()).describeSession(sid)
+      expect(d.creds).toBe(true)
+      expect(d.types.map((t) => [t.type, t.count])).toEqual([['pre-key', 2], ['session', 1]])
+      expect(d.types[1].bytes).toBe(Buffer.byteLength('{"v":1}'))
+    })
+
     it('deletes on null and undefined, and applies a mixed set as one unit', async () => {
       const store = await open()
       const sid = uniqueId('del')

@@ -6,6 +6,8 @@ const { encodeValue } = require('./codec.js')
 const { WaAuthStoreError } = require('./errors.js')
 const { BaileysAuthStore, openAuthStore } = require('./store.js')
 
+const LIST_BATCH = 500
+
 /**
  * Writes creds snapshots in call order while coalescing bursts: a call made while a write is in
  * flight waits for it, then the newest snapshot is written once for every caller that waited.
@@ -68,6 +70,18 @@ async function useBaileysAuthState(authStore, sessionId, options) {
       get: (type, ids) => authStore.getKeys(sessionId, type, ids),
       set: (data) => authStore.setKeys(sessionId, data, writeOpts),
       clear: () => authStore.clearSession(sessionId),
+      // Optional iterators of newer Baileys (migrateAuthState): ids, then [id, value] pairs.
+      listIds: async function* listIds(type) {
+        yield* await authStore.listIds(sessionId, type)
+      },
+      list: async function* list(type) {
+        const ids = await authStore.listIds(sessionId, type)
+        for (let i = 0; i < ids.length; i += LIST_BATCH) {
+          const batch = ids.slice(i, i + LIST_BATCH)
+          const values = await authStore.getKeys(sessionId, type, batch)
+          for (const id of batch) if (id in values) yield [id, values[id]]
+        }
+      },
     }
     const state = { creds, keys }
     const writeCreds = makeCredsWriter((bytes) => authStore._writeCredsBytes(sessionId, bytes, writeOpts))

@@ -188,6 +188,22 @@ class BaileysAuthStore {
     return this._write(sessionId, null, data)
   }
 
+  /** Every id of one key type in the session (union of Redis and SQL). */
+  async listIds(sessionId, type) {
+    checkSessionId(sessionId)
+    if (typeof type !== 'string') throw invalid('key type must be a string')
+    const native = await this._native()
+    return call(() => native.listIds(sessionId, type))
+  }
+
+  /** { creds: boolean, types: [{ type, count, bytes }] }, from SQL when there is a SQL tier. */
+  async describeSession(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    const [creds, types] = await Promise.all([call(() => native.getCreds(sessionId)), call(() => native.summary(sessionId))])
+    return { creds: creds != null, credsBytes: creds?.length ?? 0, types }
+  }
+
   /** Hits and misses per tier, cache bytes. */
   async stats() {
     const native = await this._native()

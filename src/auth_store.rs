@@ -31,6 +31,14 @@ pub struct NativeCacheStats {
 }
 
 #[napi(object)]
+pub struct NativeTypeSummary {
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub count: f64,
+    pub bytes: f64,
+}
+
+#[napi(object)]
 pub struct NativeStoreStats {
     pub cache: Option<NativeCacheStats>,
     pub redis_hits: f64,
@@ -144,6 +152,28 @@ impl NativeAuthStore {
     pub async fn delete_session(&self, session_id: String, keep_creds: bool) -> napi::Result<()> {
         let sid = SessionId::new(session_id).napi()?;
         self.inner.delete_session(&sid, keep_creds).await.napi()
+    }
+
+    /// Records and value bytes per key type (from SQL when there is a SQL tier).
+    #[napi]
+    pub async fn summary(&self, session_id: String) -> napi::Result<Vec<NativeTypeSummary>> {
+        let sid = SessionId::new(session_id).napi()?;
+        let rows = self.inner.summary(&sid).await.napi()?;
+        Ok(rows
+            .into_iter()
+            .map(|t| NativeTypeSummary {
+                kind: t.kind,
+                count: t.count as f64,
+                bytes: t.bytes as f64,
+            })
+            .collect())
+    }
+
+    /// Every id of one key type in the session.
+    #[napi]
+    pub async fn list_ids(&self, session_id: String, kind: String) -> napi::Result<Vec<String>> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.list_ids(&sid, &kind).await.napi()
     }
 
     #[napi]

@@ -18,6 +18,7 @@ use crate::config::{url_secrets, RedisOptions};
 use crate::error::{scrub, with_timeout, Error, Result, Tier};
 use crate::ident::escape;
 use crate::model::{SessionId, Value, WriteBatch};
+use crate::sql::TypeSummary;
 
 /// Fills hash fields read from SQL without overwriting anything a writer stored meanwhile.
 /// KEYS[1] the type's hash, KEYS[2] the session's type set; ARGV[1] the type name, then pairs.
@@ -332,6 +333,37 @@ impl RedisTier {
         Err(Error::Redis(
             "session kept gaining key types while it was being deleted".into(),
         ))
+    }
+
+    /// Records and value bytes per key type of one session (reads every value: for tools, not
+    /// for hot paths).
+    pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
+        let mut types: Vec<String> = self
+            .call("smembers", self.client.smembers(self.types_key(sid)))
+            .await?;
+        types.sort();
+        let mut out = Vec::with_capacity(types.len());
+        for kind in types {
+            let all: std::collections::HashMap<String, Bytes> = self
+                .call("hgetall", self.client.hgetall(self.keys_key(sid, &kind)))
+                .await?;
+            if !all.is_empty() {
+                out.push(TypeSummary {
+                    count: all.len() as u64,
+                    bytes: all.values().map(|v| v.len() as u64).sum(),
+                    kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .call("hkeys", self.client.hkeys(self.keys_key(sid, kind)))
+            .await?;
+        ids.sort();
+        Ok(ids)
     }
 
     pub async fn ping(&self) -> Result<()> {

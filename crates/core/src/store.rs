@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ident;
 use crate::model::{SessionId, Value, WriteBatch, WriteOptions};
 use crate::redis::RedisTier;
-use crate::sql::SqlStore;
+use crate::sql::{SqlStore, TypeSummary};
 
 pub struct AuthStore {
     cache: Option<KeyCache>,
@@ -274,6 +274,32 @@ impl AuthStore {
             cache.remove_session(sid, keep_creds);
         }
         Ok(())
+    }
+
+    /// Records and bytes per type of one session, from the durable tier when there is one.
+    pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
+        self.check_open()?;
+        match (&self.sql, &self.redis) {
+            (Some(sql), _) => sql.summary(sid).await,
+            (None, Some(redis)) => redis.summary(sid).await,
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// Every id of one type in one session: the union of what Redis and SQL hold.
+    pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
+        self.check_open()?;
+        ident::validate_type(kind)?;
+        let mut ids = Vec::new();
+        if let Some(sql) = &self.sql {
+            ids.extend(sql.list_ids(sid, kind).await?);
+        }
+        if let Some(redis) = &self.redis {
+            ids.extend(redis.list_ids(sid, kind).await?);
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     pub fn stats(&self) -> StoreStats {

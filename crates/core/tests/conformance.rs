@@ -110,6 +110,13 @@ async fn suite(label: &str, make: impl Fn() -> AuthStore) {
     // an empty batch does nothing and does not fail
     write(&store, &s, vec![]).await;
 
+    // summaries and id listings
+    let sum = make().summary(&s).await.unwrap();
+    let kinds: Vec<&str> = sum.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["app-state-sync-key", "pre-key", "session"]);
+    assert_eq!((sum[1].count, sum[1].bytes), (1, 256));
+    assert_eq!(make().list_ids(&s, "pre-key").await.unwrap(), ids(&["2"]));
+
     // pairing-size batch
     let many: Vec<KeyWrite> = (1..=812)
         .map(|i| put("pre-key", &i.to_string(), format!("pk{i}").as_bytes()))

@@ -3,9 +3,37 @@
 //! concrete (no higher-ranked trait bounds) while the SQL is written once.
 
 /// Defines `get_creds`, `get_keys`, `write` and `delete_session` for one pool type.
-/// `$upsert_creds` / `$upsert_keys` are the clauses that follow the VALUES list.
+/// `$upsert_creds` / `$upsert_keys` are the clauses that follow the VALUES list; `$summary_sql`
+/// selects `(type, count, bytes)` of one session as integers.
 macro_rules! keyed_statements {
-    ($db:ty, $pool:ty, $upsert_creds:expr, $upsert_keys:expr) => {
+    ($db:ty, $pool:ty, $upsert_creds:expr, $upsert_keys:expr, $summary_sql:expr) => {
+        pub(super) async fn summary(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+        ) -> Result<Vec<super::TypeSummary>, sqlx::Error> {
+            let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as($summary_sql)
+                .bind(&**sid)
+                .fetch_all(pool)
+                .await?;
+            super::summaries(rows)
+        }
+
+        pub(super) async fn list_ids(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            kind: &str,
+        ) -> Result<Vec<String>, sqlx::Error> {
+            let rows: Vec<(Vec<u8>,)> =
+                sqlx::query_as("SELECT id FROM wa_auth_keys WHERE session_id = ? AND type = ? ORDER BY id")
+                    .bind(&**sid)
+                    .bind(kind)
+                    .fetch_all(pool)
+                    .await?;
+            rows.into_iter()
+                .map(|(id,)| String::from_utf8(id).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+                .collect()
+        }
+
         pub(super) async fn get_creds(
             pool: &$pool,
             sid: &$crate::model::SessionId,

@@ -222,6 +222,30 @@ impl SqlStore {
         .await
     }
 
+    /// Records and value bytes per key type of one session, in type order.
+    pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
+        self.call("summary", async {
+            match &self.pool {
+                Pool::Postgres(p) => postgres::summary(p, sid).await,
+                Pool::MySql(p) => mysql::summary(p, sid).await,
+                Pool::Sqlite(p) => sqlite::summary(p, sid).await,
+            }
+        })
+        .await
+    }
+
+    /// Every id of one type in one session.
+    pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
+        self.call("list ids", async {
+            match &self.pool {
+                Pool::Postgres(p) => postgres::list_ids(p, sid, kind).await,
+                Pool::MySql(p) => mysql::list_ids(p, sid, kind).await,
+                Pool::Sqlite(p) => sqlite::list_ids(p, sid, kind).await,
+            }
+        })
+        .await
+    }
+
     /// The highest migration applied.
     pub async fn schema_version(&self) -> Result<i64> {
         const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations";
@@ -267,6 +291,27 @@ fn map_err(e: sqlx::Error, secrets: &[String], timeout: Duration) -> Error {
         }
         other => Error::Database(scrub(other.to_string(), secrets)),
     }
+}
+
+/// How many records of one type a session holds, and their value bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeSummary {
+    pub kind: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Rows of `(type, count, bytes)` into summaries.
+pub(crate) fn summaries(rows: Vec<(Vec<u8>, i64, i64)>) -> Result<Vec<TypeSummary>, sqlx::Error> {
+    rows.into_iter()
+        .map(|(kind, count, bytes)| {
+            Ok(TypeSummary {
+                kind: String::from_utf8(kind).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                count: count.max(0) as u64,
+                bytes: bytes.max(0) as u64,
+            })
+        })
+        .collect()
 }
 
 /// Turns `(id, bytes)` rows into stored values.

@@ -34,7 +34,9 @@ keyed_statements!(
     MySql,
     MySqlPool,
     "ON DUPLICATE KEY UPDATE creds = VALUES(creds), updated_at = VALUES(updated_at)",
-    "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)"
+    "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
+    "SELECT type, CAST(COUNT(*) AS SIGNED), CAST(COALESCE(SUM(LENGTH(value)), 0) AS SIGNED)
+     FROM wa_auth_keys WHERE session_id = ? GROUP BY type ORDER BY type"
 );
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {

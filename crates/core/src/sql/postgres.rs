@@ -177,3 +177,31 @@ pub(super) async fn delete_session(
     }
     tx.commit().await
 }
+
+pub(super) async fn summary(
+    pool: &PgPool,
+    sid: &SessionId,
+) -> Result<Vec<super::TypeSummary>, sqlx::Error> {
+    let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(
+        "SELECT convert_to(type, 'UTF8'), COUNT(*)::BIGINT, COALESCE(SUM(octet_length(value)), 0)::BIGINT
+         FROM wa_auth_keys WHERE session_id = $1 GROUP BY type ORDER BY type",
+    )
+    .bind(&**sid)
+    .fetch_all(pool)
+    .await?;
+    super::summaries(rows)
+}
+
+pub(super) async fn list_ids(
+    pool: &PgPool,
+    sid: &SessionId,
+    kind: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM wa_auth_keys WHERE session_id = $1 AND type = $2 ORDER BY id",
+    )
+    .bind(&**sid)
+    .bind(kind)
+    .fetch_all(pool)
+    .await
+}

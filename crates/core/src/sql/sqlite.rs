@@ -35,7 +35,9 @@ keyed_statements!(
     Sqlite,
     SqlitePool,
     "ON CONFLICT (session_id) DO UPDATE SET creds = excluded.creds, updated_at = excluded.updated_at",
-    "ON CONFLICT (session_id, type, id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+    "ON CONFLICT (session_id, type, id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    "SELECT CAST(type AS BLOB), COUNT(*), COALESCE(SUM(LENGTH(value)), 0)
+     FROM wa_auth_keys WHERE session_id = ? GROUP BY type ORDER BY type"
 );
 
 fn is_memory(url: &str) -> bool {

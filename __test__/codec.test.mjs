@@ -1,0 +1,53 @@
+// The stored format: Baileys' BufferJSON text; older stores' forms still read.
+import { describe, expect, it } from 'vitest'
+import { BufferJSON as BaileysBufferJSON } from 'baileys'
+import { BufferJSON, decodeValue, encodeValue } from '../index.js'
+
+describe('value codec', () => {
+  it('writes exactly what Baileys writes', () => {
+    const v = { a: Buffer.from([1, 2, 3]), b: new Uint8Array([4, 5]), nested: [{ c: Buffer.alloc(2) }], s: 'x' }
+    expect(encodeValue(v).toString()).toBe(JSON.stringify(v, BaileysBufferJSON.replacer))
+    expect(JSON.parse(encodeValue(v).toString(), BaileysBufferJSON.reviver)).toEqual(JSON.parse(JSON.stringify(v, BaileysBufferJSON.replacer), BaileysBufferJSON.reviver))
+  })
+
+  it('reads the base64, array and plain-object byte forms as Buffers', () => {
+    const forms = [
+      '{"k":{"type":"Buffer","data":"AQID"}}',
+      '{"k":{"type":"Buffer","data":[1,2,3]}}',
+      '{"k":{"0":1,"1":2,"2":3}}',
+    ]
+    for (const f of forms) {
+      const v = decodeValue('pre-key', Buffer.from(f))
+      expect(Buffer.isBuffer(v.k)).toBe(true)
+      expect([...v.k]).toEqual([1, 2, 3])
+    }
+  })
+
+  it('leaves objects that only look numeric alone', () => {
+    expect(decodeValue('x', Buffer.from('{"0":1,"2":3}'))).toEqual({ 0: 1, 2: 3 })
+    expect(decodeValue('x', Buffer.from('{"0":300}'))).toEqual({ 0: 300 })
+    expect(decodeValue('x', Buffer.from('{"0":"a"}'))).toEqual({ 0: 'a' })
+    expect(decodeValue('x', Buffer.from('{}'))).toEqual({})
+    expect(decodeValue('x', Buffer.from('["a"]'))).toEqual(['a'])
+  })
+
+  it('round-trips strings, arrays, numbers and top-level Buffers', () => {
+    for (const v of ['lid', ['0', '1'], 42, true, { deep: { deeper: [Buffer.from('z')] } }]) {
+      expect(decodeValue('x', encodeValue(v))).toEqual(v)
+    }
+    const b = decodeValue('sender-key', encodeValue(Buffer.from('{"json":"inside"}')))
+    expect(Buffer.isBuffer(b) && b.toString()).toBe('{"json":"inside"}')
+  })
+
+  it('types its errors', () => {
+    const cyclic = {}
+    cyclic.self = cyclic
+    expect(() => encodeValue(cyclic)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }))
+    expect(() => encodeValue(() => 1)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }))
+    expect(() => decodeValue('session', Buffer.from('{oops'))).toThrow(expect.objectContaining({ code: 'ERR_CORRUPT_VALUE' }))
+  })
+
+  it('exposes a reviver Baileys users can reuse', () => {
+    expect(JSON.parse('{"type":"Buffer","data":"AQ=="}', BufferJSON.reviver)).toEqual(Buffer.from([1]))
+  })
+})
