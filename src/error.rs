@@ -29,3 +29,28 @@ pub fn millis(ms: Option<f64>, default: std::time::Duration) -> napi::Result<std
         )))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn codes_travel_as_message_prefix() {
+        let e = to_napi(Error::StoreClosed);
+        assert!(e.reason.starts_with("ERR_STORE_CLOSED: "), "{}", e.reason);
+    }
+
+    #[test]
+    fn millis_accepts_positive_numbers_only() {
+        let d = Duration::from_secs(5);
+        assert_eq!(millis(None, d).unwrap(), d);
+        assert_eq!(millis(Some(250.0), d).unwrap(), Duration::from_millis(250));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(millis(Some(bad), d)
+                .unwrap_err()
+                .reason
+                .starts_with("ERR_INVALID_ARGUMENT"));
+        }
+    }
+}
