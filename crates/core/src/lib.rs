@@ -5,6 +5,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod ident;
+pub mod memory;
 pub mod model;
 pub mod redis;
 pub mod sql;

@@ -3,10 +3,18 @@
 //! Layout, with `{sid}` as hash tag so a session lives in one cluster slot:
 //! `<prefix>:{sid}:creds` (string), `<prefix>:{sid}:k:<type>` (hash id -> value) and
 //! `<prefix>:{sid}:types` (set of the type names the session has, so a session can be cleared
-//! without a SCAN). Session ids and type names are escaped ([`crate::ident::escape`]).
+//! without a SCAN), `<prefix>:{sid}:dirty` (hash: records written to Redis only -> a version that
+//! each such write bumps; a session with dirty records is never evicted) and `<prefix>:{sid}:gen`
+//! (bumped by each eviction, so a warm from SQL that raced an eviction is dropped).
+//! Session ids and type names are escaped ([`crate::ident::escape`]).
+//!
+//! Access tracking for the memory manager is shared by every process: `<prefix>:{mm}:lru` (sorted
+//! set session -> last access ms), `<prefix>:{mm}:count` (hash session -> accesses),
+//! `<prefix>:{mm}:size` (hash session -> bytes measured) and `<prefix>:{mm}:evictions`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::bytes::Bytes;
@@ -14,6 +22,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use parking_lot::Mutex;
 
+use crate::cache::KeyCache;
 use crate::config::{url_secrets, RedisOptions};
 use crate::error::{scrub, with_timeout, Error, Result, Tier};
 use crate::ident::escape;
@@ -22,14 +31,82 @@ use crate::sql::TypeSummary;
 
 /// Fills hash fields read from SQL without overwriting anything a writer stored meanwhile.
 /// KEYS[1] the type's hash, KEYS[2] the session's type set; ARGV[1] the type name, then pairs.
+/// KEYS[3] the session's eviction generation; ARGV[1] the generation seen before the SQL read.
 const WARM_KEYS_LUA: &str = r#"
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return -1 end
 local added = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   added = added + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-if added > 0 then redis.call('SADD', KEYS[2], ARGV[1]) end
+if added > 0 then redis.call('SADD', KEYS[2], ARGV[2]) end
 return added
 "#;
+
+/// KEYS[1] creds, KEYS[2] generation; ARGV[1] generation seen, ARGV[2] creds.
+const WARM_CREDS_LUA: &str = r#"
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return -1 end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX') then return 1 end
+return 0
+"#;
+
+/// Drops a session's Redis data unless it holds records SQL lacks.
+/// KEYS: dirty, generation, types set, creds, then the type hashes; ARGV[1] the number of types seen.
+/// Returns the keys deleted, -1 when the session is dirty, -2 when its types changed meanwhile.
+const EVICT_LUA: &str = r#"
+if redis.call('HLEN', KEYS[1]) > 0 then return -1 end
+if redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[1]) then return -2 end
+local n = 0
+for i = 3, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
+redis.call('INCR', KEYS[2])
+return n
+"#;
+
+/// Removes dirty marks whose version did not change since the flush read them.
+/// KEYS[1] dirty; ARGV name/version pairs.
+const CLEAN_LUA: &str = r#"
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return n
+"#;
+
+/// The dirty-hash name of the creds record (no key type can start with NUL).
+pub const CREDS_RECORD: &str = "\0creds";
+
+/// The dirty-hash name of one record.
+pub fn record_name(kind: &str, id: &str) -> String {
+    format!("{kind}\0{id}")
+}
+
+/// How the SQL tier relates to a Redis write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// SQL committed the same records first: they are clean.
+    Durable,
+    /// There is a SQL tier but this write skipped it: the records are dirty until flushed.
+    RedisOnly,
+    /// There is no SQL tier: the session can never be evicted.
+    NoSql,
+}
+
+/// What an eviction attempt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evicted {
+    /// The session's keys were dropped (this many keys).
+    Keys(u64),
+    /// Refused: the session holds records SQL lacks.
+    Dirty,
+}
+
+#[derive(Default)]
+struct PendingAccess {
+    last_ms: i64,
+    count: i64,
+    size: Option<u64>,
+}
 
 pub struct RedisTier {
     client: Client,
@@ -38,9 +115,20 @@ pub struct RedisTier {
     secrets: Vec<String>,
     closed: AtomicBool,
     warm_keys: Script,
+    warm_creds: Script,
+    evict: Script,
+    clean: Script,
     connection_task:
         Mutex<Option<tokio::task::JoinHandle<std::result::Result<(), fred::error::Error>>>>,
+    /// Accesses not yet sent to the shared LRU (flushed every [`TRACK_FLUSH`]).
+    pending: Mutex<HashMap<String, PendingAccess>>,
+    tracking_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Caches of the stores built on this connection, told about evictions.
+    caches: Mutex<Vec<Weak<KeyCache>>>,
 }
+
+/// How often recorded accesses are sent to the shared LRU.
+pub const TRACK_FLUSH: Duration = Duration::from_millis(1000);
 
 impl std::fmt::Debug for RedisTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +137,19 @@ impl std::fmt::Debug for RedisTier {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The dirty-hash names of every record a batch writes.
+fn batch_records(batch: &WriteBatch) -> Vec<String> {
+    let mut names: Vec<String> = batch
+        .keys
+        .iter()
+        .map(|k| record_name(&k.kind, &k.id))
+        .collect();
+    if batch.creds.is_some() {
+        names.push(CREDS_RECORD.to_string());
+    }
+    names
 }
 
 fn to_bytes(v: &Value) -> Bytes {
@@ -92,7 +193,13 @@ impl RedisTier {
             secrets,
             closed: AtomicBool::new(false),
             warm_keys: Script::from_lua(WARM_KEYS_LUA),
+            warm_creds: Script::from_lua(WARM_CREDS_LUA),
+            evict: Script::from_lua(EVICT_LUA),
+            clean: Script::from_lua(CLEAN_LUA),
             connection_task: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            tracking_task: Mutex::new(None),
+            caches: Mutex::new(Vec::new()),
         };
         let handle = with_timeout(Tier::Redis, "connect", timeout, async {
             tier.client.init().await.map_err(|e| tier.err(e))
@@ -123,7 +230,7 @@ impl RedisTier {
     }
 
     /// Runs one command with the tier's deadline and error mapping.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         op: &'static str,
         fut: impl std::future::Future<Output = std::result::Result<T, fred::error::Error>>,
@@ -152,6 +259,19 @@ impl RedisTier {
 
     pub fn types_key(&self, sid: &SessionId) -> String {
         self.session_base(sid) + "types"
+    }
+
+    pub fn dirty_key(&self, sid: &SessionId) -> String {
+        self.session_base(sid) + "dirty"
+    }
+
+    pub fn gen_key(&self, sid: &SessionId) -> String {
+        self.session_base(sid) + "gen"
+    }
+
+    /// A key of the shared memory-manager bookkeeping.
+    pub fn mm_key(&self, name: &str) -> String {
+        format!("{}:{{mm}}:{name}", self.prefix)
     }
 
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
@@ -203,6 +323,7 @@ impl RedisTier {
         sid: &SessionId,
         batch: &WriteBatch,
         ttl: Option<Duration>,
+        durability: Durability,
     ) -> Result<()> {
         let tx = self.client.multi();
         let ttl_ms = ttl.map(|t| t.as_millis().max(1) as i64);
@@ -241,8 +362,71 @@ impl RedisTier {
                 queue(tx.pexpire(&key, ms, None).await)?;
             }
         }
+        let dirty = self.dirty_key(sid);
+        match durability {
+            Durability::Durable => {
+                let names = batch_records(batch);
+                queue(tx.hdel(&dirty, names).await)?;
+            }
+            Durability::RedisOnly => {
+                for name in batch_records(batch) {
+                    queue(tx.hincrby(&dirty, name, 1).await)?;
+                }
+            }
+            Durability::NoSql => queue(tx.hset(&dirty, ("\0nosql", 1)).await)?,
+        }
         let _: fred::types::Value = self.call("exec", tx.exec(true)).await?;
         Ok(())
+    }
+
+    /// Before a SQL read of records Redis lacks: the eviction generation, and which of `names`
+    /// are dirty (changed in Redis only, so SQL's copy is stale: a dirty record Redis lacks was
+    /// deleted). One round trip.
+    pub async fn miss_info(
+        &self,
+        sid: &SessionId,
+        names: &[String],
+    ) -> Result<(String, Vec<bool>)> {
+        let pipe = self.client.pipeline();
+        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
+        queue(pipe.get(self.gen_key(sid)).await)?;
+        queue(pipe.hmget(self.dirty_key(sid), names.to_vec()).await)?;
+        let mut replies: Vec<fred::types::Value> = self.call("miss info", pipe.all()).await?;
+        let dirty = match replies.pop() {
+            Some(fred::types::Value::Array(vs)) => vs.into_iter().map(|v| !v.is_null()).collect(),
+            Some(v) if names.len() == 1 => vec![!v.is_null()],
+            _ => vec![false; names.len()],
+        };
+        let generation = replies
+            .pop()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        Ok((generation, dirty))
+    }
+
+    /// The dirty records of a session with their versions.
+    pub async fn dirty_records(&self, sid: &SessionId) -> Result<Vec<(String, String)>> {
+        let all: HashMap<String, String> = self
+            .call("hgetall", self.client.hgetall(self.dirty_key(sid)))
+            .await?;
+        Ok(all.into_iter().collect())
+    }
+
+    /// Clears the dirty marks whose version is still the one read (see [`Self::dirty_records`]).
+    pub async fn clean(&self, sid: &SessionId, marks: &[(String, String)]) -> Result<u64> {
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let args: Vec<&str> = marks
+            .iter()
+            .flat_map(|(n, v)| [n.as_str(), v.as_str()])
+            .collect();
+        self.call(
+            "clean",
+            self.clean
+                .evalsha_with_reload(&self.client, vec![self.dirty_key(sid)], args),
+        )
+        .await
     }
 
     /// Best-effort removal of the records a failed write named, so Redis cannot serve a value
@@ -267,17 +451,23 @@ impl RedisTier {
         sid: &SessionId,
         kind: &str,
         found: &[(&str, &Value)],
+        generation: &str,
     ) -> Result<()> {
         if found.is_empty() {
             return Ok(());
         }
-        let mut args: Vec<fred::types::Value> = Vec::with_capacity(found.len() * 2 + 1);
+        let mut args: Vec<fred::types::Value> = Vec::with_capacity(found.len() * 2 + 2);
+        args.push(generation.into());
         args.push(kind.into());
         for (id, v) in found {
             args.push((*id).into());
             args.push(fred::types::Value::Bytes(to_bytes(v)));
         }
-        let keys = vec![self.keys_key(sid, kind), self.types_key(sid)];
+        let keys = vec![
+            self.keys_key(sid, kind),
+            self.types_key(sid),
+            self.gen_key(sid),
+        ];
         let _: i64 = self
             .call(
                 "warm",
@@ -287,17 +477,17 @@ impl RedisTier {
         Ok(())
     }
 
-    pub async fn warm_creds(&self, sid: &SessionId, creds: &Value) -> Result<()> {
-        let _: fred::types::Value = self
+    pub async fn warm_creds(&self, sid: &SessionId, creds: &Value, generation: &str) -> Result<()> {
+        let args: Vec<fred::types::Value> = vec![
+            generation.into(),
+            fred::types::Value::Bytes(to_bytes(creds)),
+        ];
+        let keys = vec![self.creds_key(sid), self.gen_key(sid)];
+        let _: i64 = self
             .call(
                 "warm",
-                self.client.set(
-                    self.creds_key(sid),
-                    to_bytes(creds),
-                    None,
-                    Some(SetOptions::NX),
-                    false,
-                ),
+                self.warm_creds
+                    .evalsha_with_reload(&self.client, keys, args),
             )
             .await?;
         Ok(())
@@ -316,6 +506,7 @@ impl RedisTier {
             let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
             if !keep_creds {
                 keys.push(self.creds_key(sid));
+                keys.push(self.dirty_key(sid));
             }
             if !keys.is_empty() {
                 queue(tx.del(keys).await)?;
@@ -366,6 +557,162 @@ impl RedisTier {
         Ok(ids)
     }
 
+    /// Drops a session's Redis data if SQL holds all of it (atomically against writers: a
+    /// write that lands first makes the session dirty or brings its keys back, never lost).
+    pub async fn evict_session(&self, sid: &SessionId) -> Result<Evicted> {
+        for _ in 0..5 {
+            let types: Vec<String> = self
+                .call("smembers", self.client.smembers(self.types_key(sid)))
+                .await?;
+            let mut keys = vec![
+                self.dirty_key(sid),
+                self.gen_key(sid),
+                self.types_key(sid),
+                self.creds_key(sid),
+            ];
+            keys.extend(types.iter().map(|t| self.keys_key(sid, t)));
+            let n: i64 = self
+                .call(
+                    "evict",
+                    self.evict
+                        .evalsha_with_reload(&self.client, keys, vec![types.len() as i64]),
+                )
+                .await?;
+            match n {
+                -1 => return Ok(Evicted::Dirty),
+                -2 => continue,
+                n => {
+                    self.notify_evicted(sid);
+                    return Ok(Evicted::Keys(n.max(0) as u64));
+                }
+            }
+        }
+        Err(Error::Redis(
+            "session kept changing its key types during eviction".into(),
+        ))
+    }
+
+    /// Bytes Redis reports for all of a session's keys (`MEMORY USAGE`).
+    pub async fn session_memory(&self, sid: &SessionId) -> Result<u64> {
+        let types: Vec<String> = self
+            .call("smembers", self.client.smembers(self.types_key(sid)))
+            .await?;
+        let mut keys = vec![
+            self.creds_key(sid),
+            self.types_key(sid),
+            self.dirty_key(sid),
+        ];
+        keys.extend(types.iter().map(|t| self.keys_key(sid, t)));
+        let pipe = self.client.pipeline();
+        for k in &keys {
+            let _: () = pipe
+                .memory_usage(k, Some(0))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let sizes: Vec<Option<i64>> = self.call("memory usage", pipe.all()).await?;
+        Ok(sizes.into_iter().flatten().map(|n| n.max(0) as u64).sum())
+    }
+
+    /// `used_memory` from `INFO memory` of the server this client talks to.
+    pub async fn used_memory(&self) -> Result<u64> {
+        let info: String = self
+            .call(
+                "info",
+                self.client.info(Some(fred::types::InfoKind::Memory)),
+            )
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Error::Redis("INFO memory has no used_memory".into()))
+    }
+
+    /// Records an access of `sid` for the shared LRU; sent in batches every [`TRACK_FLUSH`].
+    pub fn track(&self, sid: &str, size: Option<u64>) {
+        if self.is_closed() {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        let p = pending.entry(sid.to_string()).or_default();
+        p.last_ms = crate::sql::now_ms();
+        p.count += 1;
+        if size.is_some() {
+            p.size = size;
+        }
+    }
+
+    /// Starts the task that sends recorded accesses to Redis (idempotent).
+    pub fn start_tracking(self: &Arc<Self>) {
+        let mut task = self.tracking_task.lock();
+        if task.is_some() || self.is_closed() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        *task = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TRACK_FLUSH).await;
+                let Some(tier) = weak.upgrade() else { return };
+                if tier.is_closed() {
+                    return;
+                }
+                if let Err(e) = tier.flush_tracking().await {
+                    log::warn!("could not record session accesses: {e}");
+                }
+            }
+        }));
+    }
+
+    /// Sends the recorded accesses now: one pipeline.
+    pub async fn flush_tracking(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let pipe = self.client.pipeline();
+        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
+        let (lru, count, size) = (
+            self.mm_key("lru"),
+            self.mm_key("count"),
+            self.mm_key("size"),
+        );
+        let scores: Vec<(f64, &str)> = pending
+            .iter()
+            .map(|(s, p)| (p.last_ms as f64, s.as_str()))
+            .collect();
+        queue(
+            pipe.zadd(
+                &lru,
+                None,
+                Some(fred::types::sorted_sets::Ordering::GreaterThan),
+                false,
+                false,
+                scores,
+            )
+            .await,
+        )?;
+        for (sid, p) in &pending {
+            queue(pipe.hincrby(&count, sid.as_str(), p.count).await)?;
+            if let Some(bytes) = p.size {
+                queue(pipe.hset(&size, (sid.as_str(), bytes as i64)).await)?;
+            }
+        }
+        let _: Vec<fred::types::Value> = self.call("track", pipe.all()).await?;
+        Ok(())
+    }
+
+    pub(crate) fn register_cache(&self, cache: &Arc<KeyCache>) {
+        let mut caches = self.caches.lock();
+        caches.retain(|c| c.strong_count() > 0);
+        caches.push(Arc::downgrade(cache));
+    }
+
+    fn notify_evicted(&self, sid: &SessionId) {
+        for cache in self.caches.lock().iter().filter_map(Weak::upgrade) {
+            cache.remove_session(sid, false);
+        }
+    }
+
     pub async fn ping(&self) -> Result<()> {
         let _: String = self.call("ping", self.client.ping(None)).await?;
         Ok(())
@@ -373,6 +720,16 @@ impl RedisTier {
 
     /// Quits the connection and ends its background task. Idempotent.
     pub async fn close(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let tracker = self.tracking_task.lock().take();
+        if let Some(t) = tracker {
+            t.abort();
+        }
+        if let Err(e) = self.flush_tracking().await {
+            log::warn!("could not record the last session accesses: {e}");
+        }
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -13,12 +13,12 @@ use crate::cache::{CacheStats, KeyCache};
 use crate::config::StoreOptions;
 use crate::error::{Error, Result};
 use crate::ident;
-use crate::model::{SessionId, Value, WriteBatch, WriteOptions};
-use crate::redis::RedisTier;
+use crate::model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
+use crate::redis::{record_name, Durability, RedisTier, CREDS_RECORD};
 use crate::sql::{SqlStore, TypeSummary};
 
 pub struct AuthStore {
-    cache: Option<KeyCache>,
+    cache: Option<Arc<KeyCache>>,
     redis: Option<Arc<RedisTier>>,
     sql: Option<Arc<SqlStore>>,
     closed: AtomicBool,
@@ -78,8 +78,13 @@ impl AuthStore {
                 "a store needs a Redis or a SQL tier (openAuthStore() gives the embedded SQLite default)".into(),
             ));
         }
+        let cache =
+            (options.cache_max_bytes > 0).then(|| Arc::new(KeyCache::new(options.cache_max_bytes)));
+        if let (Some(r), Some(c)) = (&redis, &cache) {
+            r.register_cache(c);
+        }
         Ok(AuthStore {
-            cache: (options.cache_max_bytes > 0).then(|| KeyCache::new(options.cache_max_bytes)),
+            cache,
             redis,
             sql,
             closed: AtomicBool::new(false),
@@ -96,6 +101,14 @@ impl AuthStore {
         Ok(())
     }
 
+    /// Records an access for the shared LRU of the memory manager.
+    fn touch(&self, sid: &SessionId) {
+        if let Some(redis) = &self.redis {
+            redis.track(sid, None);
+            redis.start_tracking();
+        }
+    }
+
     pub fn redis(&self) -> Option<&Arc<RedisTier>> {
         self.redis.as_ref()
     }
@@ -106,21 +119,31 @@ impl AuthStore {
 
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
         self.check_open()?;
+        self.touch(sid);
         if let Some(v) = self.cache.as_ref().and_then(|c| c.get_creds(sid)) {
             return Ok(Some(v));
         }
-        let epoch = self.cache.as_ref().map(KeyCache::epoch);
+        let epoch = self.cache.as_deref().map(KeyCache::epoch);
         let mut found = None;
+        let mut generation = String::new();
         if let Some(redis) = &self.redis {
             found = redis.get_creds(sid).await?;
             self.counters.redis(found.is_some() as usize, 1);
+            if found.is_none() && self.sql.is_some() {
+                let (g, dirty) = redis.miss_info(sid, &[CREDS_RECORD.to_string()]).await?;
+                if dirty.first().copied().unwrap_or(false) {
+                    // deleted in Redis only: SQL's copy is stale
+                    return Ok(None);
+                }
+                generation = g;
+            }
         }
         if found.is_none() {
             if let Some(sql) = &self.sql {
                 found = sql.get_creds(sid).await?;
                 self.counters.sql(found.is_some() as usize, 1);
                 if let (Some(v), Some(redis)) = (&found, &self.redis) {
-                    if let Err(e) = redis.warm_creds(sid, v).await {
+                    if let Err(e) = redis.warm_creds(sid, v, &generation).await {
                         log::warn!("could not warm redis with creds read from SQL: {e}");
                     }
                 }
@@ -147,11 +170,12 @@ impl AuthStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        self.touch(sid);
         let mut out: Vec<Option<Value>> = match &self.cache {
             Some(c) => c.get_keys(sid, kind, ids),
             None => vec![None; ids.len()],
         };
-        let epoch = self.cache.as_ref().map(KeyCache::epoch);
+        let epoch = self.cache.as_deref().map(KeyCache::epoch);
         let missing = |out: &[Option<Value>]| -> Vec<usize> {
             (0..ids.len()).filter(|&i| out[i].is_none()).collect()
         };
@@ -160,6 +184,7 @@ impl AuthStore {
             return Ok(out);
         }
         let mut filled: Vec<usize> = Vec::new();
+        let mut generation = String::new();
         if let Some(redis) = &self.redis {
             let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
             let got = redis.get_keys(sid, kind, &want).await?;
@@ -171,6 +196,17 @@ impl AuthStore {
             }
             self.counters.redis(filled.len(), todo.len());
             todo = missing(&out);
+            if !todo.is_empty() && self.sql.is_some() {
+                let names: Vec<String> = todo.iter().map(|&i| record_name(kind, &ids[i])).collect();
+                let (g, dirty) = redis.miss_info(sid, &names).await?;
+                generation = g;
+                // a dirty record Redis lacks was deleted in Redis only: SQL's copy is stale
+                todo = todo
+                    .into_iter()
+                    .zip(dirty)
+                    .filter_map(|(i, d)| (!d).then_some(i))
+                    .collect();
+            }
         }
         if !todo.is_empty() {
             if let Some(sql) = &self.sql {
@@ -189,7 +225,7 @@ impl AuthStore {
                     if let Some(redis) = &self.redis {
                         let pairs: Vec<(&str, &Value)> =
                             rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
-                        if let Err(e) = redis.warm_keys(sid, kind, &pairs).await {
+                        if let Err(e) = redis.warm_keys(sid, kind, &pairs, &generation).await {
                             log::warn!("could not warm redis with keys read from SQL: {e}");
                         }
                     }
@@ -235,8 +271,14 @@ impl AuthStore {
                 return Err(e);
             }
         }
+        self.touch(sid);
         if let Some(redis) = &self.redis {
-            if let Err(e) = redis.write(sid, &batch, opts.ttl).await {
+            let durability = match (&self.sql, to_sql) {
+                (Some(_), true) => Durability::Durable,
+                (Some(_), false) => Durability::RedisOnly,
+                (None, _) => Durability::NoSql,
+            };
+            if let Err(e) = redis.write(sid, &batch, opts.ttl, durability).await {
                 self.forget(sid, &batch);
                 if to_sql {
                     if let Err(e2) = redis.invalidate(sid, &batch).await {
@@ -256,6 +298,55 @@ impl AuthStore {
         if let Some(cache) = &self.cache {
             cache.invalidate(sid, batch.creds.is_some(), &batch.keys);
         }
+    }
+
+    /// Copies a session's records that were written to Redis only (`syncToDatabase: false`) to
+    /// SQL and marks them clean, so the memory manager may evict the session. Returns how many
+    /// records were flushed. A record written again meanwhile stays dirty for the next flush.
+    pub async fn flush(&self, sid: &SessionId) -> Result<u64> {
+        self.check_open()?;
+        let (Some(redis), Some(sql)) = (&self.redis, &self.sql) else {
+            return Ok(0);
+        };
+        // versions first, then values: a value newer than its version is harmless, the reverse
+        // would clear a mark SQL has not caught up with
+        let marks = redis.dirty_records(sid).await?;
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        let mut by_type: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (name, _) in &marks {
+            if name == CREDS_RECORD {
+                batch.creds = redis.get_creds(sid).await?;
+                if batch.creds.is_none() {
+                    // creds deleted in Redis only: leave the mark, SQL keeps its copy until a delete
+                    continue;
+                }
+            } else if let Some((kind, id)) = name.split_once('\0') {
+                by_type.entry(kind).or_default().push(id.to_string());
+            }
+        }
+        for (kind, ids) in &by_type {
+            let values = redis.get_keys(sid, kind, ids).await?;
+            for (id, v) in ids.iter().zip(values) {
+                batch.keys.push(KeyWrite {
+                    kind: kind.to_string(),
+                    id: id.clone(),
+                    value: v,
+                });
+            }
+        }
+        let flushed = (batch.keys.len() + batch.creds.is_some() as usize) as u64;
+        if let Err(e) = sql.write(sid, &batch).await {
+            return Err(e);
+        }
+        let done: Vec<(String, String)> = marks
+            .into_iter()
+            .filter(|(name, _)| name != CREDS_RECORD || batch.creds.is_some())
+            .collect();
+        redis.clean(sid, &done).await?;
+        Ok(flushed)
     }
 
     /// Removes every key of a session; its creds too unless `keep_creds`.
@@ -305,7 +396,7 @@ impl AuthStore {
     pub fn stats(&self) -> StoreStats {
         let c = &self.counters;
         StoreStats {
-            cache: self.cache.as_ref().map(KeyCache::stats),
+            cache: self.cache.as_deref().map(KeyCache::stats),
             redis_hits: c.redis_hits.load(Ordering::Relaxed),
             redis_misses: c.redis_misses.load(Ordering::Relaxed),
             sql_hits: c.sql_hits.load(Ordering::Relaxed),

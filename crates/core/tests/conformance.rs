@@ -299,7 +299,7 @@ async fn read_through_warms_redis() {
 
     // a warm never overwrites a newer value
     write(&redis_only, &s, vec![put("session", "2", b"new")]).await;
-    r.warm_keys(&s, "session", &[("2", &Arc::from(&b"old"[..]))])
+    r.warm_keys(&s, "session", &[("2", &Arc::from(&b"old"[..]))], "")
         .await
         .unwrap();
     let got = redis_only
