@@ -20,6 +20,8 @@ export declare class NativeAuthStore {
   getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Array<Buffer | null>>
   /** One atomic write: optional creds plus records given as parallel arrays (`null` deletes). */
   write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<void>
+  /** Copies records written with `syncToDatabase: false` to SQL; returns how many. */
+  flush(sessionId: string): Promise<number>
   /** Removes the session's keys, and its creds too unless `keepCreds`. */
   deleteSession(sessionId: string, keepCreds: boolean): Promise<void>
   /** Records and value bytes per key type (from SQL when there is a SQL tier). */
@@ -29,6 +31,15 @@ export declare class NativeAuthStore {
   stats(): NativeStoreStats
   /** Closes the store and the connections it was built on. */
   close(): Promise<void>
+}
+
+/** Keeps Redis inside a memory budget (see `wa_auth_core::memory`). */
+export declare class NativeMemoryManager {
+  constructor(redis: RedisConnection, opts?: MemoryManagerOptions | undefined | null)
+  /** One pass: idle sessions out, then LRU eviction while above the threshold. */
+  check(): Promise<NativeCheckReport>
+  trackAccess(sessionId: string, size?: number | undefined | null): Promise<void>
+  stats(): Promise<NativeMemoryStats>
 }
 
 /** One Redis client (fred), shared by the stores built on it. */
@@ -50,12 +61,52 @@ export declare class SqlConnection {
   get closed(): boolean
 }
 
+export interface MemoryManagerOptions {
+  maxMemoryBytes?: number
+  /** Percent of maxMemoryBytes above which eviction starts (default 80). */
+  evictionThreshold?: number
+  /** Percent eviction brings usage down to (default threshold - 10). */
+  evictionTarget?: number
+  /** Seconds without access before a session leaves Redis (default 7 days). */
+  ttlInactivity?: number
+  /** `server` (INFO used_memory, default) or `store` (MEMORY USAGE of this store's keys). */
+  measure?: string
+}
+
 export interface NativeCacheStats {
   hits: number
   misses: number
   entries: number
   bytes: number
   maxBytes: number
+}
+
+export interface NativeCheckReport {
+  usedBefore: number
+  usedAfter: number
+  evictedIdle: number
+  evictedForMemory: number
+  refused: number
+  refusedSessions: Array<string>
+}
+
+export interface NativeMemoryStats {
+  usedBytes: number
+  maxBytes: number
+  measure: string
+  totalSessions: number
+  sessionMetadata: Array<NativeSessionMeta>
+  evictions: number
+  evictionsAllProcesses: number
+  refusedEvictions: number
+  checks: number
+}
+
+export interface NativeSessionMeta {
+  sessionId: string
+  lastAccess: number
+  accessCount: number
+  sizeBytes: number
 }
 
 export interface NativeStoreOptions {

@@ -836,5 +836,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeAuthStore = nativeBinding.NativeAuthStore
+module.exports.NativeMemoryManager = nativeBinding.NativeMemoryManager
 module.exports.RedisConnection = nativeBinding.RedisConnection
 module.exports.SqlConnection = nativeBinding.SqlConnection

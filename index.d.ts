@@ -71,6 +71,62 @@ export interface StoreOptions {
   cacheMaxBytes?: number
   /** The Baileys module, when it cannot be imported as `baileys` or `@whiskeysockets/baileys`. */
   baileys?: any
+  /** Start a RedisMemoryManager with these options (or defaults for `true`); needs Redis. */
+  memoryManager?: boolean | MemoryManagerOptions
+}
+
+export interface MemoryManagerOptions {
+  /** Budget in bytes (default 1 GiB). */
+  maxMemoryBytes?: number
+  /** Percent of the budget above which eviction starts (default 80). */
+  evictionThreshold?: number
+  /** Percent eviction brings usage down to (default evictionThreshold - 10). */
+  evictionTarget?: number
+  /** Seconds without access before a session leaves Redis (default 7 days). */
+  ttlInactivity?: number
+  /** Milliseconds between checks (default 5 minutes). */
+  checkIntervalMs?: number
+  /** 'server': INFO used_memory (default); 'store': MEMORY USAGE of this store's own keys. */
+  measure?: 'server' | 'store'
+  /** Where refusals and failed checks are reported (default console). */
+  logger?: { warn(message: string): void }
+}
+
+export interface MemoryCheckReport {
+  usedBefore: number
+  usedAfter: number
+  evictedIdle: number
+  evictedForMemory: number
+  /** Sessions due for eviction that hold data SQL lacks: never evicted. */
+  refused: number
+  refusedSessions: string[]
+}
+
+export interface MemoryStats {
+  memoryUsage: { usedBytes: number; maxBytes: number; percentUsed: number; measure: 'server' | 'store' }
+  totalSessions: number
+  /** Most recently used first; shared by every process on this Redis. */
+  sessionMetadata: Array<{ sessionId: string; lastAccess: number; accessCount: number; sizeBytes: number }>
+  evictions: number
+  evictionsAllProcesses: number
+  refusedEvictions: number
+  checks: number
+  lastCheck: number | null
+  lastReport: MemoryCheckReport | null
+  lastError: string | null
+  running: boolean
+}
+
+/** Keeps Redis inside a budget by evicting least-recently-used sessions that SQL holds. */
+export declare class RedisMemoryManager {
+  constructor(redis: unknown, options?: MemoryManagerOptions)
+  start(): Promise<void>
+  stop(): Promise<void>
+  check(): Promise<MemoryCheckReport>
+  trackAccess(sessionId: string, estimatedSize?: number): Promise<void>
+  getStats(): Promise<MemoryStats>
+  /** Whether periodic checks are scheduled. */
+  readonly running: boolean
 }
 
 export interface WriteOptions {
@@ -125,6 +181,10 @@ export declare class BaileysAuthStore {
   listIds(sessionId: string, type: string): Promise<string[]>
   /** What a session holds: creds present, and records and value bytes per key type. */
   describeSession(sessionId: string): Promise<SessionDescription>
+  /** Copies records written with syncToDatabase: false to SQL; returns how many. */
+  flush(sessionId: string): Promise<number>
+  /** The manager started by the `memoryManager` option, once the store is connected. */
+  readonly memoryManager: RedisMemoryManager | null
   stats(): Promise<StoreStats>
   close(): Promise<void>
 }

@@ -6,6 +6,7 @@ const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./lib/adapters.js')
 const { useBaileysAuthState } = require('./lib/auth-state.js')
 const { BufferJSON, encodeValue, decodeValue } = require('./lib/codec.js')
 const { WaAuthStoreError } = require('./lib/errors.js')
+const { RedisMemoryManager } = require('./lib/memory-manager.js')
 const { BaileysAuthStore, openAuthStore } = require('./lib/store.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
@@ -17,3 +18,4 @@ module.exports.BufferJSON = BufferJSON
 module.exports.encodeValue = encodeValue
 module.exports.decodeValue = decodeValue
 module.exports.WaAuthStoreError = WaAuthStoreError
+module.exports.RedisMemoryManager = RedisMemoryManager

@@ -5,6 +5,7 @@
 const { NativeAuthStore } = require('../binding.js')
 const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./adapters.js')
 const { resolveBaileys } = require('./baileys.js')
+const { RedisMemoryManager } = require('./memory-manager.js')
 const { encodeValue, decodeValue } = require('./codec.js')
 const { WaAuthStoreError, call, invalid } = require('./errors.js')
 
@@ -88,7 +89,8 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache = true, cacheMaxBytes, baileys } = options ?? {}
+    const { cache = true, cacheMaxBytes, baileys, memoryManager } = options ?? {}
+    if (memoryManager && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._redis = redisAdapter
     this._orm = ormAdapter
     this._cacheMaxBytes = cache === false ? 0 : cacheMaxBytes
@@ -96,6 +98,8 @@ class BaileysAuthStore {
     this._proto = null
     this._ready = null
     this._closed = false
+    this._memoryOptions = memoryManager === true ? {} : memoryManager || null
+    this.memoryManager = null
   }
 
   /** Connects the adapters (if they are not yet) and builds the native store, once. */
@@ -105,7 +109,12 @@ class BaileysAuthStore {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
       const baileys = await resolveBaileys(this._baileys).catch(() => null)
       this._proto = baileys?.proto ?? null
-      return call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes }))
+      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes }))
+      if (this._memoryOptions) {
+        this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
+        await this.memoryManager.start()
+      }
+      return native
     })().catch((err) => {
       this._ready = null
       throw err
@@ -204,6 +213,16 @@ class BaileysAuthStore {
     return { creds: creds != null, credsBytes: creds?.length ?? 0, types }
   }
 
+  /**
+   * Copies records written with syncToDatabase: false to SQL (so the memory manager may evict
+   * the session). Returns how many records were flushed.
+   */
+  async flush(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    return call(() => native.flush(sessionId))
+  }
+
   /** Hits and misses per tier, cache bytes. */
   async stats() {
     const native = await this._native()
@@ -214,6 +233,7 @@ class BaileysAuthStore {
   async close() {
     if (this._closed) return
     this._closed = true
+    await this.memoryManager?.stop()
     const ready = this._ready
     this._ready = null
     const native = ready ? await ready.catch(() => null) : null

@@ -147,6 +147,13 @@ impl NativeAuthStore {
             .napi()
     }
 
+    /// Copies records written with `syncToDatabase: false` to SQL; returns how many.
+    #[napi]
+    pub async fn flush(&self, session_id: String) -> napi::Result<f64> {
+        let sid = SessionId::new(session_id).napi()?;
+        Ok(self.inner.flush(&sid).await.napi()? as f64)
+    }
+
     /// Removes the session's keys, and its creds too unless `keepCreds`.
     #[napi]
     pub async fn delete_session(&self, session_id: String, keep_creds: bool) -> napi::Result<()> {

@@ -4,9 +4,11 @@
 
 mod auth_store;
 mod error;
+mod memory_manager;
 mod redis_connection;
 mod sql_connection;
 
 pub use auth_store::NativeAuthStore;
+pub use memory_manager::NativeMemoryManager;
 pub use redis_connection::RedisConnection;
 pub use sql_connection::SqlConnection;
