@@ -78,6 +78,16 @@ impl WriteBatch {
         out
     }
 
+    /// Value and name bytes, for sizing group transactions.
+    pub fn byte_size(&self) -> usize {
+        self.creds.as_ref().map_or(0, |c| c.len())
+            + self
+                .keys
+                .iter()
+                .map(|k| k.kind.len() + k.id.len() + k.value.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.creds.is_none() && self.keys.is_empty()
     }

@@ -412,3 +412,71 @@ async fn secrets_stay_out_of_errors() {
         err.code()
     );
 }
+
+/// Concurrent writes of many sessions share group transactions; each still lands whole, and one
+/// bad write in a group does not fail the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_group_commits() {
+    let Some(p) = postgres().await else { return };
+    let store = Arc::new(AuthStore::new(None, Some(p.clone()), StoreOptions::default()).unwrap());
+    let base = unique("group");
+    let (tx0, _) = p.group_stats();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let store = store.clone();
+        let s = SessionId::new(format!("{base}-{i}")).unwrap();
+        set.spawn(async move {
+            for r in 0..5u8 {
+                let keys = vec![
+                    put("session", "a", &[r]),
+                    KeyWrite::delete("pre-key", "1"),
+                    put("pre-key", "2", &[i as u8]),
+                ];
+                store
+                    .write(
+                        &s,
+                        WriteBatch { creds: None, keys },
+                        &WriteOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let (tx1, writes) = p.group_stats();
+    assert!(writes >= 320);
+    assert!(
+        tx1 - tx0 < 320,
+        "no write shared a transaction ({} for 320 writes)",
+        tx1 - tx0
+    );
+    let fresh = AuthStore::new(None, Some(p.clone()), StoreOptions { cache_max_bytes: 0 }).unwrap();
+    for i in 0..64 {
+        let s = SessionId::new(format!("{base}-{i}")).unwrap();
+        let got = fresh.get_keys(&s, "session", &ids(&["a"])).await.unwrap();
+        assert_eq!(
+            bytes(&got[0]),
+            Some(&[4u8][..]),
+            "session {i} ends on its last write"
+        );
+    }
+    // a write PostgreSQL refuses (NUL is not allowed in TEXT) fails alone
+    let bad = SessionId::new(format!("{base}-bad")).unwrap();
+    let good = SessionId::new(format!("{base}-good")).unwrap();
+    // (straight to the SQL tier: the store itself refuses NUL before any I/O)
+    let nul = WriteBatch {
+        creds: None,
+        keys: vec![put("session", "x\0y", b"v")],
+    };
+    let fine = WriteBatch {
+        creds: Some(Arc::from(&b"c"[..])),
+        keys: vec![],
+    };
+    let (a, b) = tokio::join!(p.write(&bad, &nul), p.write(&good, &fine));
+    assert_eq!(a.unwrap_err().code(), "ERR_DATABASE");
+    b.unwrap();
+    assert!(fresh.get_creds(&good).await.unwrap().is_some());
+}

@@ -23,12 +23,13 @@ macro_rules! keyed_statements {
             sid: &$crate::model::SessionId,
             kind: &str,
         ) -> Result<Vec<String>, sqlx::Error> {
-            let rows: Vec<(Vec<u8>,)> =
-                sqlx::query_as("SELECT id FROM wa_auth_keys WHERE session_id = ? AND type = ? ORDER BY id")
-                    .bind(&**sid)
-                    .bind(kind)
-                    .fetch_all(pool)
-                    .await?;
+            let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT id FROM wa_auth_keys WHERE session_id = ? AND type = ? ORDER BY id",
+            )
+            .bind(&**sid)
+            .bind(kind)
+            .fetch_all(pool)
+            .await?;
             rows.into_iter()
                 .map(|(id,)| String::from_utf8(id).map_err(|e| sqlx::Error::Decode(Box::new(e))))
                 .collect()
@@ -57,7 +58,10 @@ macro_rules! keyed_statements {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "SELECT id, value FROM wa_auth_keys WHERE session_id = ",
                 );
-                q.push_bind(&**sid).push(" AND type = ").push_bind(kind).push(" AND id IN (");
+                q.push_bind(&**sid)
+                    .push(" AND type = ")
+                    .push_bind(kind)
+                    .push(" AND id IN (");
                 let mut list = q.separated(", ");
                 for id in chunk {
                     list.push_bind(id.as_str());
@@ -65,60 +69,65 @@ macro_rules! keyed_statements {
                 q.push(")");
                 let rows: Vec<(Vec<u8>, Vec<u8>)> = q.build_query_as().fetch_all(pool).await?;
                 for (id, value) in rows {
-                    let id = String::from_utf8(id)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    let id = String::from_utf8(id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                     out.push((id, $crate::model::Value::from(value)));
                 }
             }
             Ok(out)
         }
 
+        /// Applies merged batches in one transaction, in statement-sized multi-row chunks.
         pub(super) async fn write(
             pool: &$pool,
-            sid: &$crate::model::SessionId,
-            batch: &$crate::model::WriteBatch,
+            m: &super::Merged<'_>,
             now: i64,
         ) -> Result<(), sqlx::Error> {
             let mut tx = pool.begin().await?;
-            if let Some(creds) = &batch.creds {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES (?, ?, ?, ?) {}",
-                    $upsert_creds
-                )))
-                .bind(&**sid)
-                .bind(&**creds)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            for chunk in super::statement_chunks(&m.creds, |(s, c)| s.len() + c.len()) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, (sid, creds)| {
+                    row.push_bind(*sid)
+                        .push_bind(*creds)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                q.push(" ").push($upsert_creds);
+                q.build().execute(&mut *tx).await?;
             }
-            for (kind, (puts, dels)) in batch.by_type() {
-                for chunk in super::put_chunks(&puts) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at) ",
-                    );
-                    q.push_values(chunk, |mut row, k| {
-                        row.push_bind(&**sid)
-                            .push_bind(kind)
-                            .push_bind(k.id.as_str())
-                            .push_bind(k.value.as_deref().unwrap_or_default())
-                            .push_bind(now);
-                    });
-                    q.push(" ").push($upsert_keys);
-                    q.build().execute(&mut *tx).await?;
+            let size =
+                |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len();
+            for chunk in super::statement_chunks(&m.puts, size) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, (sid, kind, id, value)| {
+                    row.push_bind(*sid)
+                        .push_bind(*kind)
+                        .push_bind(*id)
+                        .push_bind(*value)
+                        .push_bind(now);
+                });
+                q.push(" ").push($upsert_keys);
+                q.build().execute(&mut *tx).await?;
+            }
+            for chunk in super::statement_chunks(&m.dels, |(s, t, i)| s.len() + t.len() + i.len()) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM wa_auth_keys WHERE (session_id, type, id) IN (",
+                );
+                let mut list = q.separated(", ");
+                for (sid, kind, id) in chunk {
+                    list.push("(")
+                        .push_bind_unseparated(*sid)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*kind)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*id)
+                        .push_unseparated(")");
                 }
-                for chunk in dels.chunks(super::ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "DELETE FROM wa_auth_keys WHERE session_id = ",
-                    );
-                    q.push_bind(&**sid).push(" AND type = ").push_bind(kind).push(" AND id IN (");
-                    let mut list = q.separated(", ");
-                    for k in chunk {
-                        list.push_bind(k.id.as_str());
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await?;
-                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await
         }

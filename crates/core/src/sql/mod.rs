@@ -9,13 +9,16 @@ mod mysql;
 mod postgres;
 mod sqlite;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{url_secrets, SqlOptions};
 use crate::error::{scrub, with_timeout, Error, Result, Tier};
-use crate::model::{KeyWrite, SessionId, Value, WriteBatch};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{SessionId, Value, WriteBatch};
 
 /// Highest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -31,6 +34,7 @@ pub enum Dialect {
     Sqlite,
 }
 
+#[derive(Clone)]
 enum Pool {
     Postgres(sqlx::PgPool),
     MySql(sqlx::MySqlPool),
@@ -42,6 +46,98 @@ pub struct SqlStore {
     timeout: Duration,
     secrets: Vec<String>,
     closed: AtomicBool,
+    /// Writes wait here for the group committer (see [`Committer`]).
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    groups: Arc<GroupStats>,
+}
+
+/// Most writes one group transaction takes, and about how many value bytes.
+const MAX_GROUP_JOBS: usize = 256;
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+struct Job {
+    sid: SessionId,
+    batch: WriteBatch,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// How the group committer has been batching.
+#[derive(Default, Debug)]
+pub struct GroupStats {
+    pub transactions: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// Group commit: concurrent writes (of any sessions) queue up while one transaction commits, and
+/// the next transaction takes them all, merged in arrival order. Each caller is answered only
+/// after the transaction holding its write committed. If a group fails, its writes are retried
+/// one transaction each, so one bad write cannot fail the others.
+struct Committer {
+    pool: Pool,
+    timeout: Duration,
+    secrets: Vec<String>,
+    groups: Arc<GroupStats>,
+}
+
+impl Committer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.batch.byte_size();
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_JOBS && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.batch.byte_size();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match self.commit(&group).await {
+                Ok(()) => group.into_iter().for_each(|j| {
+                    let _ = j.done.send(Ok(()));
+                }),
+                Err(e) if group.len() == 1 => {
+                    if let Some(j) = group.pop() {
+                        let _ = j.done.send(Err(e));
+                    }
+                }
+                Err(_) => {
+                    for job in group {
+                        let r = self.commit(std::slice::from_ref(&job)).await;
+                        let _ = job.done.send(r);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, jobs: &[Job]) -> Result<()> {
+        let merged = Merged::of(jobs.iter().map(|j| (&j.sid, &j.batch)));
+        let now = now_ms();
+        let pool = &self.pool;
+        let write = Box::pin(async move {
+            match pool {
+                Pool::Postgres(p) => postgres::write(p, &merged, now).await,
+                Pool::MySql(p) => mysql::write(p, &merged, now).await,
+                Pool::Sqlite(p) => sqlite::write(p, &merged, now).await,
+            }
+        });
+        let r = with_timeout(Tier::Database, "write", self.timeout, async {
+            write
+                .await
+                .map_err(|e| map_err(e, &self.secrets, self.timeout))
+        })
+        .await;
+        if r.is_ok() {
+            self.groups.transactions.fetch_add(1, Ordering::Relaxed);
+            self.groups
+                .writes
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -60,26 +156,60 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Splits the puts of a batch into statement-sized groups.
-pub(crate) fn put_chunks<'a>(puts: &[&'a KeyWrite]) -> Vec<Vec<&'a KeyWrite>> {
+/// Splits `items` into statement-sized runs: at most [`ROWS_PER_STATEMENT`] rows and about
+/// [`BYTES_PER_STATEMENT`] bytes each.
+pub(crate) fn statement_chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut out = Vec::new();
-    let mut cur: Vec<&KeyWrite> = Vec::new();
-    let mut bytes = 0;
-    for k in puts {
-        let size = k.value.as_ref().map_or(0, |v| v.len()) + k.id.len() + k.kind.len();
-        if !cur.is_empty()
-            && (cur.len() >= ROWS_PER_STATEMENT || bytes + size > BYTES_PER_STATEMENT)
-        {
-            out.push(std::mem::take(&mut cur));
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start >= ROWS_PER_STATEMENT || bytes + n > BYTES_PER_STATEMENT) {
+            out.push(&items[start..i]);
+            start = i;
             bytes = 0;
         }
-        bytes += size;
-        cur.push(k);
+        bytes += n;
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    if start < items.len() {
+        out.push(&items[start..]);
     }
     out
+}
+
+/// Batches of one or many sessions merged in order (the last change of a record wins), sorted
+/// by key so concurrent writers lock rows in one order.
+#[derive(Default)]
+pub(crate) struct Merged<'a> {
+    pub creds: Vec<(&'a str, &'a [u8])>,
+    pub puts: Vec<(&'a str, &'a str, &'a str, &'a [u8])>,
+    pub dels: Vec<(&'a str, &'a str, &'a str)>,
+}
+
+impl<'a> Merged<'a> {
+    pub fn of(jobs: impl IntoIterator<Item = (&'a SessionId, &'a WriteBatch)>) -> Self {
+        use std::collections::BTreeMap;
+        let mut creds: BTreeMap<&str, &[u8]> = BTreeMap::new();
+        let mut keys: BTreeMap<(&str, &str, &str), Option<&[u8]>> = BTreeMap::new();
+        for (sid, batch) in jobs {
+            if let Some(c) = &batch.creds {
+                creds.insert(sid, c);
+            }
+            for k in &batch.keys {
+                keys.insert((sid, &k.kind, &k.id), k.value.as_deref());
+            }
+        }
+        let mut m = Merged {
+            creds: creds.into_iter().collect(),
+            ..Default::default()
+        };
+        for ((sid, kind, id), v) in keys {
+            match v {
+                Some(v) => m.puts.push((sid, kind, id, v)),
+                None => m.dels.push((sid, kind, id)),
+            }
+        }
+        m
+    }
 }
 
 /// Which dialect a URL names.
@@ -115,11 +245,22 @@ impl SqlStore {
             })
         })
         .await?;
+        let groups = Arc::new(GroupStats::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committer = Committer {
+            pool: pool.clone(),
+            timeout: opts.timeout,
+            secrets: secrets.clone(),
+            groups: groups.clone(),
+        };
         let store = SqlStore {
             pool,
             timeout: opts.timeout,
             secrets,
             closed: AtomicBool::new(false),
+            jobs: Mutex::new(Some(tx)),
+            committer: Mutex::new(Some(tokio::spawn(committer.run(rx)))),
+            groups,
         };
         // Migrations may wait for another process's lock: give them a longer deadline.
         let deadline = opts.timeout.max(Duration::from_secs(30));
@@ -194,20 +335,41 @@ impl SqlStore {
         .await
     }
 
-    /// Applies a whole batch in one transaction.
+    /// Applies a whole batch atomically, in a group transaction shared with concurrent writes;
+    /// resolves after that transaction committed.
     pub async fn write(&self, sid: &SessionId, batch: &WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        self.call("write", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::write(p, sid, batch, now).await,
-                Pool::MySql(p) => mysql::write(p, sid, batch, now).await,
-                Pool::Sqlite(p) => sqlite::write(p, sid, batch, now).await,
-            }
-        })
-        .await
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::StoreClosed);
+        }
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            sid: sid.clone(),
+            batch: batch.clone(),
+            done,
+        };
+        let sender = self.jobs.lock().clone().ok_or(Error::StoreClosed)?;
+        sender.send(job).map_err(|_| Error::StoreClosed)?;
+        // queueing behind one group, then our own: two deadlines at most
+        match tokio::time::timeout(self.timeout * 2, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::StoreClosed),
+            Err(_) => Err(Error::Timeout {
+                tier: Tier::Database,
+                op: "write",
+                millis: (self.timeout * 2).as_millis(),
+            }),
+        }
+    }
+
+    /// Transactions committed and writes they carried (writes / transactions = group size).
+    pub fn group_stats(&self) -> (u64, u64) {
+        (
+            self.groups.transactions.load(Ordering::Relaxed),
+            self.groups.writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Removes a session's keys, and its creds row too unless `keep_creds`.
@@ -262,6 +424,14 @@ impl SqlStore {
     pub async fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        // the committer finishes the writes already queued, then ends
+        drop(self.jobs.lock().take());
+        let committer = self.committer.lock().take();
+        if let Some(task) = committer {
+            if tokio::time::timeout(self.timeout * 2, task).await.is_err() {
+                log::warn!("the SQL group committer did not finish in time");
+            }
         }
         let close = async {
             match &self.pool {
@@ -324,6 +494,7 @@ pub(crate) fn rows_to_values(rows: Vec<(String, Vec<u8>)>) -> Vec<(String, Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KeyWrite;
 
     #[test]
     fn dialects_from_urls() {
@@ -337,19 +508,45 @@ mod tests {
 
     #[test]
     fn chunks_respect_rows_and_bytes() {
-        let small: Vec<KeyWrite> = (0..1200)
-            .map(|i| KeyWrite::put("pre-key", i.to_string(), vec![1; 10]))
-            .collect();
-        let refs: Vec<&KeyWrite> = small.iter().collect();
-        let c = put_chunks(&refs);
+        let small = vec![10usize; 1200];
+        let c = statement_chunks(&small, |n| *n);
         assert_eq!(
-            c.iter().map(Vec::len).collect::<Vec<_>>(),
+            c.iter().map(|c| c.len()).collect::<Vec<_>>(),
             vec![500, 500, 200]
         );
-        let big: Vec<KeyWrite> = (0..5)
-            .map(|i| KeyWrite::put("x", i.to_string(), vec![1; 3 * 1024 * 1024]))
-            .collect();
-        let refs: Vec<&KeyWrite> = big.iter().collect();
-        assert_eq!(put_chunks(&refs).len(), 5);
+        let big = vec![3 * 1024 * 1024usize; 5];
+        assert_eq!(statement_chunks(&big, |n| *n).len(), 5);
+        assert!(statement_chunks(&Vec::<usize>::new(), |n| *n).is_empty());
+    }
+
+    #[test]
+    fn merging_keeps_the_last_change_of_each_record() {
+        let a = SessionId::new("a").unwrap();
+        let b = SessionId::new("b").unwrap();
+        let first = WriteBatch {
+            creds: Some(Value::from(&b"c1"[..])),
+            keys: vec![
+                KeyWrite::put("pre-key", "1", b"x".to_vec()),
+                KeyWrite::put("session", "s", b"y".to_vec()),
+            ],
+        };
+        let second = WriteBatch {
+            creds: Some(Value::from(&b"c2"[..])),
+            keys: vec![KeyWrite::delete("pre-key", "1")],
+        };
+        let third = WriteBatch {
+            creds: None,
+            keys: vec![KeyWrite::put("pre-key", "1", b"z".to_vec())],
+        };
+        let m = Merged::of([(&a, &first), (&a, &second), (&b, &third)]);
+        assert_eq!(m.creds, vec![("a", &b"c2"[..])]);
+        assert_eq!(m.dels, vec![("a", "pre-key", "1")]);
+        assert_eq!(
+            m.puts,
+            vec![
+                ("a", "session", "s", &b"y"[..]),
+                ("b", "pre-key", "1", &b"z"[..])
+            ]
+        );
     }
 }

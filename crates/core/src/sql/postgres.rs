@@ -4,9 +4,9 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{rows_to_values, SCHEMA_VERSION};
+use super::{rows_to_values, Merged, SCHEMA_VERSION};
 use crate::config::SqlOptions;
-use crate::model::{SessionId, Value, WriteBatch};
+use crate::model::{SessionId, Value};
 
 /// Arbitrary constant naming this schema's advisory lock.
 const MIGRATION_LOCK: i64 = 0x7761_5f61_7574_6801;
@@ -100,59 +100,59 @@ pub(super) async fn get_keys(
     Ok(rows_to_values(rows))
 }
 
-pub(super) async fn write(
-    pool: &PgPool,
-    sid: &SessionId,
-    batch: &WriteBatch,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+/// Applies merged batches in one transaction: one statement per kind of change, whatever the
+/// number of sessions and records.
+pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if let Some(creds) = &batch.creds {
+    if !m.creds.is_empty() {
+        let (sids, creds): (Vec<&str>, Vec<&[u8]>) = m.creds.iter().copied().unzip();
         sqlx::query(
-            "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES ($1, $2, $3, $3)
+            "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at)
+             SELECT t.s, t.c, $3, $3 FROM UNNEST($1::text[], $2::bytea[]) AS t(s, c)
              ON CONFLICT (session_id) DO UPDATE SET creds = EXCLUDED.creds, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&**sid)
-        .bind(&**creds)
+        .bind(&sids)
+        .bind(&creds)
         .bind(now)
         .execute(&mut *tx)
         .await?;
     }
-    let (mut put_types, mut put_ids, mut put_values) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut del_types, mut del_ids) = (Vec::new(), Vec::new());
-    for (kind, (puts, dels)) in batch.by_type() {
-        for k in puts {
-            put_types.push(kind);
-            put_ids.push(k.id.as_str());
-            put_values.push(k.value.as_deref().unwrap_or_default());
+    if !m.puts.is_empty() {
+        let (mut sids, mut types, mut ids, mut values) = (vec![], vec![], vec![], vec![]);
+        for &(s, t, i, v) in &m.puts {
+            sids.push(s);
+            types.push(t);
+            ids.push(i);
+            values.push(v);
         }
-        for k in dels {
-            del_types.push(kind);
-            del_ids.push(k.id.as_str());
-        }
-    }
-    if !put_ids.is_empty() {
         sqlx::query(
             "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at)
-             SELECT $1, t.type, t.id, t.value, $5 FROM UNNEST($2::text[], $3::text[], $4::bytea[]) AS t(type, id, value)
+             SELECT t.s, t.type, t.id, t.value, $5
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(s, type, id, value)
              ON CONFLICT (session_id, type, id) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&**sid)
-        .bind(&put_types)
-        .bind(&put_ids)
-        .bind(&put_values)
+        .bind(&sids)
+        .bind(&types)
+        .bind(&ids)
+        .bind(&values)
         .bind(now)
         .execute(&mut *tx)
         .await?;
     }
-    if !del_ids.is_empty() {
+    if !m.dels.is_empty() {
+        let (mut sids, mut types, mut ids) = (vec![], vec![], vec![]);
+        for &(s, t, i) in &m.dels {
+            sids.push(s);
+            types.push(t);
+            ids.push(i);
+        }
         sqlx::query(
-            "DELETE FROM wa_auth_keys WHERE session_id = $1
-             AND (type, id) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+            "DELETE FROM wa_auth_keys WHERE (session_id, type, id) IN
+             (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
         )
-        .bind(&**sid)
-        .bind(&del_types)
-        .bind(&del_ids)
+        .bind(&sids)
+        .bind(&types)
+        .bind(&ids)
         .execute(&mut *tx)
         .await?;
     }
