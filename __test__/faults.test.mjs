@@ -8,18 +8,11 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, openAuthStore } from '../index.js'
-import { OwnRedis } from './support/own-redis.mjs'
-import { inCI, service, uniqueId } from './support/services.mjs'
+import { OwnRedis, redisServerAvailable } from './support/own-redis.mjs'
+import { service, uniqueId } from './support/services.mjs'
 
 const run = promisify(execFile)
-const redisServer = await run('redis-server', ['--version']).then(
-  () => true,
-  (err) => {
-    if (inCI) throw new Error(`redis-server is required under CI: ${err.message}`)
-    console.warn('SKIPPED: no redis-server binary; the fault tests need one')
-    return false
-  },
-)
+const redisServer = await redisServerAvailable('the fault tests')
 
 describe.skipIf(!redisServer)('a Redis server that dies mid-run', () => {
   let own

@@ -9,18 +9,10 @@ import Redis from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, RedisMemoryManager } from '../index.js'
 import { introduce, openParty, send } from '../demo/signal-party.mjs'
-import { OwnRedis } from './support/own-redis.mjs'
-import { inCI } from './support/services.mjs'
+import { OwnRedis, redisServerAvailable } from './support/own-redis.mjs'
 
 const run = promisify(execFile)
-const hasRedisServer = await run('redis-server', ['--version']).then(
-  () => true,
-  (err) => {
-    if (inCI) throw new Error(`redis-server is required under CI: ${err.message}`)
-    console.warn('SKIPPED: no redis-server binary; the memory manager tests need one')
-    return false
-  },
-)
+const hasRedisServer = await redisServerAvailable('the memory manager tests')
 const sqliteUrl = () => `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-mm-')), 'auth.db')}`
 const sessionData = (i) => {
   const preKeys = {}

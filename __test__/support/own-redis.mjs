@@ -53,3 +53,14 @@ export class OwnRedis {
     await exited
   }
 }
+
+/** Whether a redis-server binary can be started; fails under CI=true when it cannot. */
+export async function redisServerAvailable(what) {
+  const { execFile } = await import('node:child_process')
+  const { inCI } = await import('./services.mjs')
+  const ok = await new Promise((resolve) => execFile('redis-server', ['--version'], (err) => resolve(err ?? true)))
+  if (ok === true) return true
+  if (inCI) throw new Error(`redis-server is required under CI: ${ok.message}`)
+  console.warn(`SKIPPED: no redis-server binary; ${what} need one`)
+  return false
+}

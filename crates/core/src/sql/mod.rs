@@ -22,6 +22,31 @@ use crate::model::{SessionId, Value, WriteBatch};
 
 /// Highest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 1;
+/// Applies the migrations newer than the recorded version on `$conn` (a transaction or a locked
+/// connection): refuses a schema newer than this build, records each version applied.
+macro_rules! apply_migrations {
+    ($conn:expr, $migrations:expr, $current_sql:expr, $record_sql:expr) => {{
+        let current: i64 = sqlx::query_scalar($current_sql).fetch_one(&mut *$conn).await?;
+        if current > super::SCHEMA_VERSION {
+            return Err(sqlx::Error::Protocol(format!(
+                "the database schema is at version {current}, newer than this wa-auth-store knows ({}); upgrade wa-auth-store",
+                super::SCHEMA_VERSION
+            )));
+        }
+        for (version, statements) in $migrations.iter().filter(|(v, _)| *v > current) {
+            for s in *statements {
+                sqlx::query(*s).execute(&mut *$conn).await?;
+            }
+            sqlx::query($record_sql)
+                .bind(version)
+                .bind(super::now_ms())
+                .execute(&mut *$conn)
+                .await?;
+        }
+    }};
+}
+pub(crate) use apply_migrations;
+
 /// Rows per multi-row statement (keeps every dialect under its bind-parameter limit).
 const ROWS_PER_STATEMENT: usize = 500;
 /// Value bytes per multi-row statement (keeps MySQL under `max_allowed_packet`).

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::MySql;
 
+use super::apply_migrations;
 use super::keyed::keyed_statements;
-use super::SCHEMA_VERSION;
 use crate::config::SqlOptions;
 
 const MIGRATION_LOCK: &str = "wa_auth_store_migrations";
@@ -68,25 +68,12 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::Error> {
         )
         .execute(&mut *conn)
         .await?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM wa_auth_migrations")
-                .fetch_one(&mut *conn)
-                .await?;
-        if current > SCHEMA_VERSION {
-            return Err(sqlx::Error::Protocol(format!(
-                "the database schema is at version {current}, newer than this wa-auth-store knows ({SCHEMA_VERSION}); upgrade wa-auth-store"
-            )));
-        }
-        for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-            for s in *statements {
-                sqlx::query(*s).execute(&mut *conn).await?;
-            }
-            sqlx::query("INSERT INTO wa_auth_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(super::now_ms())
-                .execute(&mut *conn)
-                .await?;
-        }
+        apply_migrations!(
+            conn,
+            MIGRATIONS,
+            "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM wa_auth_migrations",
+            "INSERT INTO wa_auth_migrations (version, applied_at) VALUES (?, ?)"
+        );
         Ok(())
     }
     .await;

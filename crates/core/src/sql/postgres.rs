@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{rows_to_values, Merged, SCHEMA_VERSION};
+use super::{apply_migrations, rows_to_values, Merged};
 use crate::config::SqlOptions;
 use crate::model::{SessionId, Value};
 
@@ -49,25 +49,12 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
-    if current > SCHEMA_VERSION {
-        return Err(sqlx::Error::Protocol(format!(
-            "the database schema is at version {current}, newer than this wa-auth-store knows ({SCHEMA_VERSION}); upgrade wa-auth-store"
-        )));
-    }
-    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for s in *statements {
-            sqlx::query(*s).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO wa_auth_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(version)
-            .bind(super::now_ms())
-            .execute(&mut *tx)
-            .await?;
-    }
+    apply_migrations!(
+        tx,
+        MIGRATIONS,
+        "SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations",
+        "INSERT INTO wa_auth_migrations (version, applied_at) VALUES ($1, $2)"
+    );
     tx.commit().await
 }
 

@@ -9,8 +9,8 @@ use sqlx::sqlite::{
 };
 use sqlx::Sqlite;
 
+use super::apply_migrations;
 use super::keyed::keyed_statements;
-use super::SCHEMA_VERSION;
 use crate::config::SqlOptions;
 
 const MIGRATIONS: &[(i64, &[&str])] = &[(
@@ -75,24 +75,11 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
-    if current > SCHEMA_VERSION {
-        return Err(sqlx::Error::Protocol(format!(
-            "the database schema is at version {current}, newer than this wa-auth-store knows ({SCHEMA_VERSION}); upgrade wa-auth-store"
-        )));
-    }
-    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for s in *statements {
-            sqlx::query(*s).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO wa_auth_migrations (version, applied_at) VALUES (?, ?)")
-            .bind(version)
-            .bind(super::now_ms())
-            .execute(&mut *tx)
-            .await?;
-    }
+    apply_migrations!(
+        tx,
+        MIGRATIONS,
+        "SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations",
+        "INSERT INTO wa_auth_migrations (version, applied_at) VALUES (?, ?)"
+    );
     tx.commit().await
 }

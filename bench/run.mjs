@@ -1,0 +1,37 @@
+// npm run bench: the workload suite (issue 4) and the memory-manager benchmark (issue 3).
+// Figures are printed as Markdown and written to bench/RESULTS.md with the machine description.
+import { writeFileSync } from 'node:fs'
+import { BaileysOrmAdapter, BaileysRedisAdapter } from '../index.js'
+import { machine } from './lib.mjs'
+import { runMemoryBench } from './memory.mjs'
+import { runSuite } from './suite.mjs'
+
+async function reachable(Adapter, urls) {
+  for (const url of urls) {
+    const a = new Adapter(url)
+    try {
+      await a.connect()
+      await a.disconnect()
+      return url
+    } catch {}
+  }
+  return null
+}
+
+const services = {
+  redis: await reachable(BaileysRedisAdapter, [process.env.REDIS_URL ?? 'redis://127.0.0.1:6379']),
+  postgres: await reachable(BaileysOrmAdapter, process.env.POSTGRES_URL ? [process.env.POSTGRES_URL] : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test']),
+  mysql: await reachable(BaileysOrmAdapter, process.env.MYSQL_URL ? [process.env.MYSQL_URL] : ['mysql://root@127.0.0.1:3306/test', 'mysql://wa:wa@127.0.0.1:3306/test']),
+}
+const lines = []
+const print = (s) => {
+  console.log(s)
+  lines.push(s)
+}
+print(`# Benchmark results\n\nMachine: ${machine()}. Date: ${new Date().toISOString().slice(0, 10)}.`)
+print(`Services: Redis ${services.redis ? 'yes' : 'no'}, PostgreSQL ${services.postgres ? 'yes' : 'no'}, MariaDB ${services.mysql ? 'yes' : 'no'}.`)
+print('\n## Workloads\n')
+if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'suite') await runSuite({ services, print })
+print('\n## Memory manager\n')
+if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'memory') await runMemoryBench(print)
+if (!process.env.BENCH_NO_WRITE) writeFileSync(new URL('./RESULTS.md', import.meta.url), lines.join('\n') + '\n')

@@ -1,0 +1,206 @@
+// Issue 4 suite: the same workloads through this store and through baselines, interleaved and
+// repeated; medians, p50/p99 and ratios. BENCH_ROUNDS (default 3) repeats everything.
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import Redis from 'ioredis'
+import pg from 'pg'
+import { creds, fmt, median, now, pairedSession, percentile, preKey, senderKey, signalSession } from './lib.mjs'
+import { systemList } from './systems.mjs'
+
+const run = promisify(execFile)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const child = fileURLToPath(new URL('./cold-open-child.mjs', import.meta.url))
+let uniq = 0
+const id = (w) => `${w}-${process.pid}-${uniq++}`
+
+const workloads = {
+  async 'message loop (100 sessions, get + durable set)'(sys) {
+    const sessions = 100
+    const iters = Number(process.env.BENCH_LOOP_ITERS ?? 10)
+    const jid = '5511999999999.0'
+    const sids = Array.from({ length: sessions }, () => id('loop'))
+    await Promise.all(sids.map((sid) => sys.set(sid, { session: { [jid]: signalSession(0) } })))
+    const lat = []
+    const t0 = now()
+    await Promise.all(
+      sids.map(async (sid) => {
+        for (let i = 0; i < iters; i++) {
+          const t = now()
+          const got = await sys.get(sid, 'session', [jid])
+          if (!got[jid]) throw new Error('session vanished')
+          await sys.set(sid, { session: { [jid]: signalSession(i + 1) } })
+          lat.push(now() - t)
+        }
+      }),
+    )
+    const ms = now() - t0
+    return { value: (sessions * iters) / (ms / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
+  },
+
+  async 'group fan-out (get 200 sessions + sender key)'(sys, ctx) {
+    const sid = id('fan')
+    const ids = Array.from({ length: 200 }, (_, i) => `55119${String(i).padStart(8, '0')}.0`)
+    const sessions = Object.fromEntries(ids.map((j, i) => [j, signalSession(i)]))
+    const sk = '120363000000001@g.us::5511999::0'
+    await sys.set(sid, { session: sessions, 'sender-key': { [sk]: senderKey(1) } })
+    const lat = []
+    const raw = []
+    for (let i = 0; i < 40; i++) {
+      const t = now()
+      const got = await sys.get(sid, 'session', ids)
+      await sys.get(sid, 'sender-key', [sk])
+      lat.push(now() - t)
+      if (Object.keys(got).length !== 200) throw new Error('fan-out lost records')
+      if (sys.store && ctx.redis) {
+        const t2 = now()
+        await ctx.redis.hmget(`wa:{${sid}}:k:session`, ...ids)
+        raw.push(now() - t2)
+      }
+    }
+    return { value: median(lat), unit: 'ms p50', p50: median(lat), p99: percentile(lat, 99), rawHmget: raw.length ? median(raw) : undefined }
+  },
+
+  async 'pairing burst (812 pre-keys, 20 sessions)'(sys) {
+    const lat = []
+    for (let s = 0; s < 20; s++) {
+      const keys = {}
+      for (let k = 1; k <= 812; k++) keys[k] = preKey(k)
+      const sid = id('pair')
+      const t = now()
+      await sys.set(sid, { 'pre-key': keys })
+      lat.push(now() - t)
+    }
+    return { value: median(lat), unit: 'ms p50', p50: median(lat), p99: percentile(lat, 99) }
+  },
+
+  async 'cold open (2,000 keys, new process)'(sys, ctx, spec) {
+    const sid = id('cold')
+    const p = pairedSession(1, { preKeys: 800, sessions: 1200, senderKeys: 0 })
+    await sys.saveCreds(sid, p.creds)
+    await sys.set(sid, p.keys)
+    const key = Object.keys(p.keys.session)[7]
+    const times = []
+    for (let i = 0; i < 5; i++) {
+      const { stdout } = await run(process.execPath, [child, JSON.stringify({ config: spec.config ?? {}, sid, key })])
+      times.push(JSON.parse(stdout).ms)
+    }
+    let bare
+    if (spec.config?.database?.startsWith('postgres')) {
+      const b = []
+      for (let i = 0; i < 5; i++) {
+        const { stdout } = await run(process.execPath, [child, JSON.stringify({ config: { bareSelect: true, postgres: spec.config.database }, sid, key })])
+        b.push(JSON.parse(stdout).ms)
+      }
+      bare = median(b)
+    }
+    return { value: median(times), unit: 'ms p50', p50: median(times), p99: percentile(times, 99), bareSelect: bare }
+  },
+
+  async 'saveCreds (~2 KB creds, sequential)'(sys) {
+    const sid = id('creds')
+    const c = creds(1)
+    const n = 300
+    const lat = []
+    const t0 = now()
+    for (let i = 0; i < n; i++) {
+      c.nextPreKeyId = i
+      const t = now()
+      await sys.saveCreds(sid, c)
+      lat.push(now() - t)
+    }
+    return { value: n / ((now() - t0) / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
+  },
+}
+
+async function footprint(list, ctx, print) {
+  const n = Number(process.env.BENCH_FOOTPRINT_SESSIONS ?? 200)
+  const rows = []
+  for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres')) || s.community)) {
+    const sys = await spec.open()
+    const tag = `fp${process.pid}x${uniq++}`
+    for (let i = 0; i < n; i++) {
+      const p = pairedSession(i)
+      await sys.saveCreds(`${tag}-${i}`, p.creds)
+      await sys.set(`${tag}-${i}`, p.keys)
+    }
+    let redisBytes = 0
+    const pattern = spec.community ? `community:${tag}-*` : `wa:{${tag}-*`
+    let cursor = '0'
+    do {
+      const [next, keys] = await ctx.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      for (const k of keys) redisBytes += Number(await ctx.redis.memory('USAGE', k, 'SAMPLES', '0'))
+    } while (cursor !== '0')
+    const sql = spec.community
+      ? await ctx.pg.query(`SELECT COALESCE(SUM(pg_column_size(t.*)), 0) AS b FROM bench_community_keys t WHERE session_id LIKE $1`, [`${tag}-%`])
+      : await ctx.pg.query(
+          `SELECT (SELECT COALESCE(SUM(pg_column_size(k.*)), 0) FROM wa_auth_keys k WHERE session_id LIKE $1) + (SELECT COALESCE(SUM(pg_column_size(s.*)), 0) FROM wa_auth_sessions s WHERE session_id LIKE $1) AS b`,
+          [`${tag}-%`],
+        )
+    rows.push({ name: spec.name, redis: redisBytes / n, sql: Number(sql.rows[0].b) / n })
+    await sys.close()
+  }
+  return { n, rows }
+}
+
+export async function runSuite({ services, print = console.log }) {
+  const list = await systemList(services)
+  const ctx = { redis: services.redis ? new Redis(services.redis) : null, pg: services.postgres ? new pg.Pool({ connectionString: services.postgres }) : null }
+  const results = {}
+  for (const [wl, fn] of Object.entries(workloads)) {
+    results[wl] = Object.fromEntries(list.map((s) => [s.name, []]))
+    for (let r = 0; r < ROUNDS; r++) {
+      // interleaved: every system once per round, the order rotated each round
+      const order = list.map((_, i) => list[(i + r) % list.length])
+      for (const spec of order) {
+        const sys = await spec.open()
+        try {
+          results[wl][spec.name].push(await fn(sys, ctx, spec))
+        } finally {
+          await sys.close()
+        }
+      }
+    }
+    printWorkload(wl, results[wl], print)
+  }
+  let fp
+  if (ctx.redis && ctx.pg) {
+    fp = await footprint(list, ctx, print)
+    print(`\n### footprint (${fp.n} sessions: 800 pre-keys, 50 sessions, 3 sender keys each)\n`)
+    print('| system | Redis bytes / session | SQL bytes / session |')
+    print('| --- | --- | --- |')
+    const base = fp.rows.find((r) => r.name.includes('community'))
+    for (const r of fp.rows) {
+      const ratio = (a, b) => (b ? ` (${fmt(a / b, 2)}x)` : '')
+      print(`| ${r.name} | ${fmt(r.redis, 0)}${ratio(r.redis, base?.redis)} | ${fmt(r.sql, 0)}${ratio(r.sql, base?.sql)} |`)
+    }
+  }
+  ctx.redis?.disconnect()
+  await ctx.pg?.end()
+  return { results, footprint: fp }
+}
+
+function printWorkload(wl, bySystem, print) {
+  const med = (runs, k) => median(runs.map((x) => x[k]).filter((v) => v !== undefined))
+  const first = Object.values(bySystem)[0][0]
+  const community = Object.entries(bySystem).find(([n]) => n.includes('community'))
+  const floor = Object.entries(bySystem).find(([n]) => n.includes('in-memory'))
+  const ratioTo = (v, base) => {
+    if (!base) return ''
+    const b = med(base[1], 'value')
+    return fmt(first.higher ? v / b : b / v, 2) + 'x'
+  }
+  print(`\n### ${wl}\n`)
+  print(`| system | ${first.unit} (median of ${ROUNDS}) | p50 ms | p99 ms | vs community | vs in-memory | extra |`)
+  print('| --- | --- | --- | --- | --- | --- | --- |')
+  for (const [name, runs] of Object.entries(bySystem)) {
+    const v = med(runs, 'value')
+    const extra = []
+    const raw = med(runs, 'rawHmget')
+    if (Number.isFinite(raw)) extra.push(`raw HMGET ${fmt(raw, 2)} ms (${fmt(med(runs, 'p50') / raw, 2)}x)`)
+    const bare = med(runs, 'bareSelect')
+    if (Number.isFinite(bare)) extra.push(`bare SELECT ${fmt(bare, 2)} ms (${fmt(v / bare, 2)}x)`)
+    print(`| ${name} | ${fmt(v, first.higher ? 0 : 2)} | ${fmt(med(runs, 'p50'), 2)} | ${fmt(med(runs, 'p99'), 2)} | ${ratioTo(v, community)} | ${ratioTo(v, floor)} | ${extra.join('; ')} |`)
+  }
+}
