@@ -75,6 +75,7 @@ const workloads = {
   },
 
   async 'cold open (2,000 keys, new process)'(sys, ctx, spec) {
+    if (!spec.config) return { value: NaN, unit: 'ms p50', p50: NaN, p99: NaN } // nothing to reopen
     const sid = id('cold')
     const p = pairedSession(1, { preKeys: 800, sessions: 1200, senderKeys: 0 })
     await sys.saveCreds(sid, p.creds)

@@ -184,11 +184,21 @@ pub(crate) fn now_ms() -> i64 {
 /// Splits `items` into statement-sized runs: at most [`ROWS_PER_STATEMENT`] rows and about
 /// [`BYTES_PER_STATEMENT`] bytes each.
 pub(crate) fn statement_chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    chunks_within(items, size, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT)
+}
+
+/// [`statement_chunks`] with explicit limits.
+pub(crate) fn chunks_within<T>(
+    items: &[T],
+    size: impl Fn(&T) -> usize,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, item) in items.iter().enumerate() {
         let n = size(item);
-        if i > start && (i - start >= ROWS_PER_STATEMENT || bytes + n > BYTES_PER_STATEMENT) {
+        if i > start && (i - start >= max_rows || bytes + n > max_bytes) {
             out.push(&items[start..i]);
             start = i;
             bytes = 0;

@@ -4,9 +4,15 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{apply_migrations, rows_to_values, Merged};
+use super::{apply_migrations, chunks_within, rows_to_values, Merged};
 use crate::config::SqlOptions;
 use crate::model::{SessionId, Value};
+
+/// Bytes of values per statement. sqlx does not set TCP_NODELAY: a message the kernel does not
+/// take in one write (the default send buffer starts at 16 KiB) leaves a tail that Nagle holds
+/// until PostgreSQL's delayed ACK, ~40 ms. Measured on loopback: 812 pre-keys in one statement
+/// 55 ms, in 48 KiB statements 98 ms, in 12 KiB statements 10 ms (a round trip costs ~0.1 ms).
+const STATEMENT_BYTES: usize = 12 * 1024;
 
 /// Arbitrary constant naming this schema's advisory lock.
 const MIGRATION_LOCK: i64 = 0x7761_5f61_7574_6801;
@@ -91,8 +97,13 @@ pub(super) async fn get_keys(
 /// number of sessions and records.
 pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if !m.creds.is_empty() {
-        let (sids, creds): (Vec<&str>, Vec<&[u8]>) = m.creds.iter().copied().unzip();
+    for chunk in chunks_within(
+        &m.creds,
+        |(s, c)| s.len() + c.len() + 16,
+        usize::MAX,
+        STATEMENT_BYTES,
+    ) {
+        let (sids, creds): (Vec<&str>, Vec<&[u8]>) = chunk.iter().copied().unzip();
         sqlx::query(
             "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at)
              SELECT t.s, t.c, $3, $3 FROM UNNEST($1::text[], $2::bytea[]) AS t(s, c)
@@ -104,9 +115,11 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
         .execute(&mut *tx)
         .await?;
     }
-    if !m.puts.is_empty() {
+    let size =
+        |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len() + 16;
+    for chunk in chunks_within(&m.puts, size, usize::MAX, STATEMENT_BYTES) {
         let (mut sids, mut types, mut ids, mut values) = (vec![], vec![], vec![], vec![]);
-        for &(s, t, i, v) in &m.puts {
+        for &(s, t, i, v) in chunk {
             sids.push(s);
             types.push(t);
             ids.push(i);
