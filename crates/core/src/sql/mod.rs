@@ -6,6 +6,7 @@
 
 mod keyed;
 mod mysql;
+mod nodelay;
 mod postgres;
 mod sqlite;
 
@@ -297,6 +298,10 @@ impl SqlStore {
             committer: Mutex::new(Some(tokio::spawn(committer.run(rx)))),
             groups,
         };
+        // Fast path of every open after the first: the schema is current, take no lock, run no DDL.
+        if store.schema_version().await.ok() == Some(SCHEMA_VERSION) {
+            return Ok(Arc::new(store));
+        }
         // Migrations may wait for another process's lock: give them a longer deadline.
         let deadline = opts.timeout.max(Duration::from_secs(30));
         with_timeout(Tier::Database, "migrate", deadline, async {

@@ -42,9 +42,16 @@ keyed_statements!(
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {
     let url = opts.url.replacen("mariadb://", "mysql://", 1);
     let connect = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
+    let port = super::nodelay::url_port(&url, 3306);
     MySqlPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.timeout)
+        .after_connect(move |_, _| {
+            Box::pin(async move {
+                super::nodelay::enable_towards(port);
+                Ok(())
+            })
+        })
         .connect_with(connect)
         .await
 }
