@@ -72,15 +72,17 @@ pub struct SqlStore {
     timeout: Duration,
     secrets: Vec<String>,
     closed: AtomicBool,
-    /// Writes wait here for the group committer (see [`Committer`]).
-    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
-    committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Writes wait here for the group committers (see [`Committer`]), one lane per session hash.
+    lanes: Mutex<Vec<mpsc::UnboundedSender<Job>>>,
+    committers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     groups: Arc<GroupStats>,
 }
 
 /// Most writes one group transaction takes, and about how many value bytes.
 const MAX_GROUP_JOBS: usize = 256;
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Most group committers (transactions in flight) per pool.
+const MAX_LANES: usize = 4;
 
 struct Job {
     sid: SessionId,
@@ -95,7 +97,7 @@ pub struct GroupStats {
     pub writes: AtomicU64,
 }
 
-/// Group commit: concurrent writes (of any sessions) queue up while one transaction commits, and
+/// Group commit: concurrent writes (of any sessions) queue up while a lane's transaction commits, and
 /// the next transaction takes them all, merged in arrival order. Each caller is answered only
 /// after the transaction holding its write committed. If a group fails, its writes are retried
 /// one transaction each, so one bad write cannot fail the others.
@@ -282,20 +284,30 @@ impl SqlStore {
         })
         .await?;
         let groups = Arc::new(GroupStats::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let committer = Committer {
-            pool: pool.clone(),
-            timeout: opts.timeout,
-            secrets: secrets.clone(),
-            groups: groups.clone(),
+        // SQLite has one writer at a time anyway; servers commit lanes in parallel.
+        let lane_count = match dialect {
+            Dialect::Sqlite => 1,
+            _ => (opts.max_connections as usize / 2).clamp(1, MAX_LANES),
         };
+        let (mut lanes, mut committers) = (Vec::new(), Vec::new());
+        for _ in 0..lane_count {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let committer = Committer {
+                pool: pool.clone(),
+                timeout: opts.timeout,
+                secrets: secrets.clone(),
+                groups: groups.clone(),
+            };
+            lanes.push(tx);
+            committers.push(tokio::spawn(committer.run(rx)));
+        }
         let store = SqlStore {
             pool,
             timeout: opts.timeout,
             secrets,
             closed: AtomicBool::new(false),
-            jobs: Mutex::new(Some(tx)),
-            committer: Mutex::new(Some(tokio::spawn(committer.run(rx)))),
+            lanes: Mutex::new(lanes),
+            committers: Mutex::new(committers),
             groups,
         };
         // Fast path of every open after the first: the schema is current, take no lock, run no DDL.
@@ -390,7 +402,16 @@ impl SqlStore {
             batch: batch.clone(),
             done,
         };
-        let sender = self.jobs.lock().clone().ok_or(Error::StoreClosed)?;
+        // A session always takes the same lane, so its writes commit in the order they came.
+        let sender = {
+            let lanes = self.lanes.lock();
+            if lanes.is_empty() {
+                return Err(Error::StoreClosed);
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&**sid, &mut h);
+            lanes[std::hash::Hasher::finish(&h) as usize % lanes.len()].clone()
+        };
         sender.send(job).map_err(|_| Error::StoreClosed)?;
         // queueing behind one group, then our own: two deadlines at most
         match tokio::time::timeout(self.timeout * 2, answer).await {
@@ -465,12 +486,12 @@ impl SqlStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // the committer finishes the writes already queued, then ends
-        drop(self.jobs.lock().take());
-        let committer = self.committer.lock().take();
-        if let Some(task) = committer {
+        // the committers finish the writes already queued, then end
+        self.lanes.lock().clear();
+        let committers = std::mem::take(&mut *self.committers.lock());
+        for task in committers {
             if tokio::time::timeout(self.timeout * 2, task).await.is_err() {
-                log::warn!("the SQL group committer did not finish in time");
+                log::warn!("a SQL group committer did not finish in time");
             }
         }
         let close = async {
