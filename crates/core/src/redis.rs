@@ -31,6 +31,65 @@ use crate::sql::TypeSummary;
 
 /// Fills hash fields read from SQL without overwriting anything a writer stored meanwhile.
 /// KEYS[1] the type's hash, KEYS[2] the session's type set; ARGV[1] the type name, then pairs.
+/// Applies one write batch. KEYS: creds, types set, dirty hash, then one hash per type in ARGV
+/// order. ARGV: ttl ms (0: none), durability ('d' clean the records' dirty marks, 'r' bump them,
+/// 'n' mark the session as having no SQL copy), has-creds flag, creds, then per type: name,
+/// number of puts, number of deletes, the puts as id/value pairs, the deleted ids.
+const WRITE_LUA: &str = r#"
+local function chunked(cmd, key, list)
+  for s = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+local ttl = tonumber(ARGV[1])
+local mode = ARGV[2]
+local names = {}
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[4])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  names[#names + 1] = '\0creds'
+end
+local i, k, stored = 5, 4, {}
+while i <= #ARGV do
+  local t, np, nd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local key = KEYS[k]
+  i, k = i + 3, k + 1
+  if np > 0 then
+    local fv = {}
+    for _ = 1, np do
+      fv[#fv + 1] = ARGV[i]
+      fv[#fv + 1] = ARGV[i + 1]
+      names[#names + 1] = t .. '\0' .. ARGV[i]
+      i = i + 2
+    end
+    chunked('HSET', key, fv)
+    stored[#stored + 1] = t
+  end
+  if nd > 0 then
+    local ids = {}
+    for _ = 1, nd do
+      ids[#ids + 1] = ARGV[i]
+      names[#names + 1] = t .. '\0' .. ARGV[i]
+      i = i + 1
+    end
+    chunked('HDEL', key, ids)
+  end
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+if #stored > 0 then
+  redis.call('SADD', KEYS[2], unpack(stored))
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+if mode == 'd' then
+  if #names > 0 then chunked('HDEL', KEYS[3], names) end
+elseif mode == 'r' then
+  for _, n in ipairs(names) do redis.call('HINCRBY', KEYS[3], n, 1) end
+else
+  redis.call('HSET', KEYS[3], '\0nosql', 1)
+end
+return 1
+"#;
+
 /// KEYS[3] the session's eviction generation; ARGV[1] the generation seen before the SQL read.
 const WARM_KEYS_LUA: &str = r#"
 if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return -1 end
@@ -114,6 +173,7 @@ pub struct RedisTier {
     timeout: Duration,
     secrets: Vec<String>,
     closed: AtomicBool,
+    write_script: Script,
     warm_keys: Script,
     warm_creds: Script,
     evict: Script,
@@ -137,19 +197,6 @@ impl std::fmt::Debug for RedisTier {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-/// The dirty-hash names of every record a batch writes.
-fn batch_records(batch: &WriteBatch) -> Vec<String> {
-    let mut names: Vec<String> = batch
-        .keys
-        .iter()
-        .map(|k| record_name(&k.kind, &k.id))
-        .collect();
-    if batch.creds.is_some() {
-        names.push(CREDS_RECORD.to_string());
-    }
-    names
 }
 
 fn to_bytes(v: &Value) -> Bytes {
@@ -192,6 +239,7 @@ impl RedisTier {
             timeout,
             secrets,
             closed: AtomicBool::new(false),
+            write_script: Script::from_lua(WRITE_LUA),
             warm_keys: Script::from_lua(WARM_KEYS_LUA),
             warm_creds: Script::from_lua(WARM_CREDS_LUA),
             evict: Script::from_lua(EVICT_LUA),
@@ -317,7 +365,8 @@ impl RedisTier {
         values.into_iter().map(from_value).collect()
     }
 
-    /// Applies a whole batch in one MULTI/EXEC.
+    /// Applies a whole batch atomically with one script call: a single command that pipelines
+    /// with everything else on the connection.
     pub async fn write(
         &self,
         sid: &SessionId,
@@ -325,57 +374,55 @@ impl RedisTier {
         ttl: Option<Duration>,
         durability: Durability,
     ) -> Result<()> {
-        let tx = self.client.multi();
-        let ttl_ms = ttl.map(|t| t.as_millis().max(1) as i64);
-        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
-        if let Some(creds) = &batch.creds {
-            let key = self.creds_key(sid);
-            queue(tx.set(&key, to_bytes(creds), None, None, false).await)?;
-            if let Some(ms) = ttl_ms {
-                queue(tx.pexpire(&key, ms, None).await)?;
-            }
-        }
         let groups = batch.by_type();
-        let mut stored_types = Vec::new();
+        let mut keys = vec![
+            self.creds_key(sid),
+            self.types_key(sid),
+            self.dirty_key(sid),
+        ];
+        let mut args: Vec<fred::types::Value> =
+            Vec::with_capacity(6 + batch.keys.len() * 2 + groups.len() * 3);
+        args.push(ttl.map_or(0, |t| t.as_millis().max(1) as i64).into());
+        args.push(
+            match durability {
+                Durability::Durable => "d",
+                Durability::RedisOnly => "r",
+                Durability::NoSql => "n",
+            }
+            .into(),
+        );
+        match &batch.creds {
+            Some(c) => {
+                args.push("1".into());
+                args.push(fred::types::Value::Bytes(to_bytes(c)));
+            }
+            None => {
+                args.push("0".into());
+                args.push("".into());
+            }
+        }
         for (kind, (puts, dels)) in &groups {
-            let key = self.keys_key(sid, kind);
-            if !puts.is_empty() {
-                let fields: Vec<(String, Bytes)> = puts
-                    .iter()
-                    .filter_map(|k| k.value.as_ref().map(|v| (k.id.clone(), to_bytes(v))))
-                    .collect();
-                queue(tx.hset(&key, fields).await)?;
-                stored_types.push(kind.to_string());
+            keys.push(self.keys_key(sid, kind));
+            args.push((*kind).into());
+            args.push((puts.len() as i64).into());
+            args.push((dels.len() as i64).into());
+            for k in puts {
+                args.push(k.id.as_str().into());
+                args.push(fred::types::Value::Bytes(
+                    k.value.as_ref().map(to_bytes).unwrap_or_default(),
+                ));
             }
-            if !dels.is_empty() {
-                let fields: Vec<String> = dels.iter().map(|k| k.id.clone()).collect();
-                queue(tx.hdel(&key, fields).await)?;
-            }
-            if let Some(ms) = ttl_ms {
-                queue(tx.pexpire(&key, ms, None).await)?;
+            for k in dels {
+                args.push(k.id.as_str().into());
             }
         }
-        if !stored_types.is_empty() {
-            let key = self.types_key(sid);
-            queue(tx.sadd(&key, stored_types).await)?;
-            if let Some(ms) = ttl_ms {
-                queue(tx.pexpire(&key, ms, None).await)?;
-            }
-        }
-        let dirty = self.dirty_key(sid);
-        match durability {
-            Durability::Durable => {
-                let names = batch_records(batch);
-                queue(tx.hdel(&dirty, names).await)?;
-            }
-            Durability::RedisOnly => {
-                for name in batch_records(batch) {
-                    queue(tx.hincrby(&dirty, name, 1).await)?;
-                }
-            }
-            Durability::NoSql => queue(tx.hset(&dirty, ("\0nosql", 1)).await)?,
-        }
-        let _: fred::types::Value = self.call("exec", tx.exec(true)).await?;
+        let _: i64 = self
+            .call(
+                "write",
+                self.write_script
+                    .evalsha_with_reload(&self.client, keys, args),
+            )
+            .await?;
         Ok(())
     }
 
