@@ -18,6 +18,11 @@ export declare class NativeAuthStore {
   getCreds(sessionId: string): Promise<Buffer | null>
   /** Values aligned with `ids`; `null` where a record does not exist. */
   getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Array<Buffer | null>>
+  /**
+   * The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
+   * call, cheaper than an async one when the answer is in memory).
+   */
+  getKeysCached(sessionId: string, kind: string, ids: Array<string>): Array<Buffer> | null
   /** One atomic write: optional creds plus records given as parallel arrays (`null` deletes). */
   write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<void>
   /** Copies records written with `syncToDatabase: false` to SQL; returns how many. */

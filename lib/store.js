@@ -7,7 +7,7 @@ const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./adapters.js')
 const { resolveBaileys } = require('./baileys.js')
 const { RedisMemoryManager } = require('./memory-manager.js')
 const { encodeValue, decodeValue } = require('./codec.js')
-const { WaAuthStoreError, call, invalid } = require('./errors.js')
+const { WaAuthStoreError, call, convertError, invalid } = require('./errors.js')
 
 /** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
 const KNOWN_TYPES = [
@@ -172,7 +172,13 @@ class BaileysAuthStore {
     const out = {}
     if (ids.length === 0) return out
     const native = await this._native()
-    const values = await call(() => native.getKeys(sessionId, type, ids))
+    let values = null
+    try {
+      values = native.getKeysCached(sessionId, type, ids) // sync: no hop to the runtime on a full hit
+    } catch (err) {
+      throw convertError(err)
+    }
+    values ??= await call(() => native.getKeys(sessionId, type, ids))
     for (let i = 0; i < ids.length; i++) {
       if (values[i]) out[ids[i]] = decodeValue(type, values[i], this._proto)
     }

@@ -105,6 +105,20 @@ impl NativeAuthStore {
         Ok(got.into_iter().map(|v| v.map(buffer)).collect())
     }
 
+    /// The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
+    /// call, cheaper than an async one when the answer is in memory).
+    #[napi(ts_return_type = "Array<Buffer> | null")]
+    pub fn get_keys_cached(
+        &self,
+        session_id: String,
+        kind: String,
+        ids: Vec<String>,
+    ) -> napi::Result<Option<Vec<Buffer>>> {
+        let sid = SessionId::new(session_id).napi()?;
+        let got = self.inner.get_keys_cached(&sid, &kind, &ids).napi()?;
+        Ok(got.map(|values| values.into_iter().map(buffer).collect()))
+    }
+
     /// One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
     #[napi]
     pub async fn write(

@@ -119,6 +119,19 @@ impl KeyCache {
         out
     }
 
+    /// All of `ids`, or `None` unless every one is cached (counted as hits only then; a miss is
+    /// counted by the read that follows).
+    pub fn get_all(&self, sid: &SessionId, kind: &str, ids: &[String]) -> Option<Vec<Value>> {
+        let mut inner = self.inner.lock();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(inner.lru.get(&key_name(sid, kind, id))?.clone());
+        }
+        drop(inner);
+        self.hits.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Some(out)
+    }
+
     pub fn get_creds(&self, sid: &SessionId) -> Option<Value> {
         let v = self.inner.lock().lru.get(&creds_name(sid)).cloned();
         let counter = if v.is_some() {

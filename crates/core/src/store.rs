@@ -155,6 +155,28 @@ impl AuthStore {
         Ok(found)
     }
 
+    /// Answers from the in-process cache alone, without I/O or an async hop: `Some` only when
+    /// every id is cached (callers fall back to [`Self::get_keys`]).
+    pub fn get_keys_cached(
+        &self,
+        sid: &SessionId,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<Option<Vec<Value>>> {
+        self.check_open()?;
+        ident::validate_type(kind)?;
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let found = cache.get_all(sid, kind, ids);
+        if found.is_some() {
+            if let Some(redis) = &self.redis {
+                redis.track(sid, None);
+            }
+        }
+        Ok(found)
+    }
+
     /// Values of `ids`, aligned with `ids` (`None` where a record does not exist).
     pub async fn get_keys(
         &self,
