@@ -27,6 +27,8 @@ export declare class NativeAuthStore {
   write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<void>
   /** Copies records written with `syncToDatabase: false` to SQL; returns how many. */
   flush(sessionId: string): Promise<number>
+  /** Flushes every session marked dirty, by any process; returns the records flushed. */
+  flushAll(): Promise<number>
   /** Removes the session's keys, and its creds too unless `keepCreds`. */
   deleteSession(sessionId: string, keepCreds: boolean): Promise<void>
   /** Records and value bytes per key type (from SQL when there is a SQL tier). */
@@ -117,6 +119,8 @@ export interface NativeSessionMeta {
 export interface NativeStoreOptions {
   /** Byte budget of the in-process cache; 0 turns it off. */
   cacheMaxBytes?: number
+  /** Write-behind: flush to SQL every this many milliseconds (absent: write-through). */
+  writeBehindMs?: number
 }
 
 export interface NativeStoreStats {

@@ -71,6 +71,14 @@ export interface StoreOptions {
   cacheMaxBytes?: number
   /** The Baileys module, when it cannot be imported as `baileys` or `@whiskeysockets/baileys`. */
   baileys?: any
+  /**
+   * 'write-through' (default): a write resolves after the SQL commit and the Redis write.
+   * 'write-behind': a write resolves after Redis (records marked dirty); SQL gets them in
+   * batches every `flushIntervalMs`, on close(), or from any process after a crash. Needs both tiers.
+   */
+  durability?: 'write-through' | 'write-behind'
+  /** Write-behind flush period in ms (default 1000). */
+  flushIntervalMs?: number
   /** Start a RedisMemoryManager with these options (or defaults for `true`); needs Redis. */
   memoryManager?: boolean | MemoryManagerOptions
 }
@@ -181,8 +189,10 @@ export declare class BaileysAuthStore {
   listIds(sessionId: string, type: string): Promise<string[]>
   /** What a session holds: creds present, and records and value bytes per key type. */
   describeSession(sessionId: string): Promise<SessionDescription>
-  /** Copies records written with syncToDatabase: false to SQL; returns how many. */
+  /** Copies the session's records not yet in SQL (write-behind, syncToDatabase: false); returns how many. */
   flush(sessionId: string): Promise<number>
+  /** Flushes every dirty session of any process (crash recovery); returns the records flushed. */
+  flushAll(): Promise<number>
   /** The manager started by the `memoryManager` option, once the store is connected. */
   readonly memoryManager: RedisMemoryManager | null
   stats(): Promise<StoreStats>

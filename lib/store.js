@@ -89,7 +89,11 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache = true, cacheMaxBytes, baileys, memoryManager } = options ?? {}
+    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000 } = options ?? {}
+    if (durability !== 'write-through' && durability !== 'write-behind') throw invalid("durability must be 'write-through' or 'write-behind'")
+    if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
+    if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs > 0)) throw invalid('flushIntervalMs must be a positive number')
+    this._writeBehindMs = durability === 'write-behind' ? flushIntervalMs : undefined
     if (memoryManager && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._redis = redisAdapter
     this._orm = ormAdapter
@@ -109,7 +113,7 @@ class BaileysAuthStore {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
       const baileys = await resolveBaileys(this._baileys).catch(() => null)
       this._proto = baileys?.proto ?? null
-      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes }))
+      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs }))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
         await this.memoryManager.start()
@@ -227,6 +231,15 @@ class BaileysAuthStore {
     checkSessionId(sessionId)
     const native = await this._native()
     return call(() => native.flush(sessionId))
+  }
+
+  /**
+   * Flushes every session marked dirty in Redis, by any process: what a crashed write-behind
+   * process left, or syncToDatabase: false writes. Returns how many records were flushed.
+   */
+  async flushAll() {
+    const native = await this._native()
+    return call(() => native.flushAll())
   }
 
   /** Hits and misses per tier, cache bytes. */

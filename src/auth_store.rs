@@ -13,6 +13,8 @@ use crate::sql_connection::SqlConnection;
 pub struct NativeStoreOptions {
     /// Byte budget of the in-process cache; 0 turns it off.
     pub cache_max_bytes: Option<f64>,
+    /// Write-behind: flush to SQL every this many milliseconds (absent: write-through).
+    pub write_behind_ms: Option<f64>,
 }
 
 #[napi(object)]
@@ -67,7 +69,14 @@ impl NativeAuthStore {
         options: Option<NativeStoreOptions>,
     ) -> napi::Result<Self> {
         let mut o = StoreOptions::default();
-        if let Some(bytes) = options.and_then(|o| o.cache_max_bytes) {
+        let options = options.unwrap_or(NativeStoreOptions {
+            cache_max_bytes: None,
+            write_behind_ms: None,
+        });
+        if options.write_behind_ms.is_some() {
+            o.write_behind = Some(millis(options.write_behind_ms, std::time::Duration::ZERO)?);
+        }
+        if let Some(bytes) = options.cache_max_bytes {
             if !(bytes.is_finite() && bytes >= 0.0) {
                 return Err(to_napi(wa_auth_core::Error::invalid(
                     "cacheMaxBytes must be a non-negative number",
@@ -166,6 +175,12 @@ impl NativeAuthStore {
     pub async fn flush(&self, session_id: String) -> napi::Result<f64> {
         let sid = SessionId::new(session_id).napi()?;
         Ok(self.inner.flush(&sid).await.napi()? as f64)
+    }
+
+    /// Flushes every session marked dirty, by any process; returns the records flushed.
+    #[napi]
+    pub async fn flush_all(&self) -> napi::Result<f64> {
+        Ok(self.inner.flush_all().await.napi()? as f64)
     }
 
     /// Removes the session's keys, and its creds too unless `keepCreds`.

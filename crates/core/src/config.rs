@@ -123,12 +123,16 @@ impl fmt::Debug for SqlOptions {
 pub struct StoreOptions {
     /// Byte budget of the in-process cache; 0 turns the cache off.
     pub cache_max_bytes: usize,
+    /// Write-behind: writes go to Redis (marked dirty) and reach SQL in batches this often.
+    /// `None` is write-through: SQL commits before a write resolves.
+    pub write_behind: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_max_bytes: DEFAULT_CACHE_BYTES,
+            write_behind: None,
         }
     }
 }

@@ -135,6 +135,9 @@ return n
 /// The dirty-hash name of the creds record (no key type can start with NUL).
 pub const CREDS_RECORD: &str = "\0creds";
 
+/// The dirty-hash mark of a session written by a store without a SQL tier.
+pub const NOSQL_RECORD: &str = "\0nosql";
+
 /// The dirty-hash name of one record.
 pub fn record_name(kind: &str, id: &str) -> String {
     format!("{kind}\0{id}")
@@ -457,6 +460,38 @@ impl RedisTier {
             .call("hgetall", self.client.hgetall(self.dirty_key(sid)))
             .await?;
         Ok(all.into_iter().collect())
+    }
+
+    /// Notes that `sid` holds records SQL lacks (before they are written, so a crash in between
+    /// leaves at worst an index entry with nothing to flush).
+    pub async fn index_dirty(&self, sid: &SessionId) -> Result<()> {
+        let _: i64 = self
+            .call("sadd", self.client.sadd(self.mm_key("dirty"), &**sid))
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `count` sessions of the dirty index, any process's.
+    pub async fn dirty_sessions(&self, count: usize) -> Result<Vec<String>> {
+        self.call(
+            "srandmember",
+            self.client.srandmember(self.mm_key("dirty"), Some(count)),
+        )
+        .await
+    }
+
+    /// Drops `sid` from the dirty index if it has no dirty record left (re-adding it when a
+    /// write marked one meanwhile).
+    pub async fn unindex_if_clean(&self, sid: &SessionId) -> Result<()> {
+        let index = self.mm_key("dirty");
+        let _: i64 = self.call("srem", self.client.srem(&index, &**sid)).await?;
+        let left: i64 = self
+            .call("hlen", self.client.hlen(self.dirty_key(sid)))
+            .await?;
+        if left > 0 {
+            let _: i64 = self.call("sadd", self.client.sadd(&index, &**sid)).await?;
+        }
+        Ok(())
     }
 
     /// Clears the dirty marks whose version is still the one read (see [`Self::dirty_records`]).

@@ -6,15 +6,18 @@
 //! removed from Redis (best effort) so it cannot serve a value older than SQL's, and the caller
 //! gets the error (Baileys retries the whole transaction).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::cache::{CacheStats, KeyCache};
 use crate::config::StoreOptions;
 use crate::error::{Error, Result};
 use crate::ident;
 use crate::model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
-use crate::redis::{record_name, Durability, RedisTier, CREDS_RECORD};
+use crate::redis::{record_name, Durability, RedisTier, CREDS_RECORD, NOSQL_RECORD};
 use crate::sql::{SqlStore, TypeSummary};
 
 pub struct AuthStore {
@@ -23,7 +26,14 @@ pub struct AuthStore {
     sql: Option<Arc<SqlStore>>,
     closed: AtomicBool,
     counters: Counters,
+    write_behind: Option<std::time::Duration>,
+    /// Sessions this process wrote behind, flushed on close.
+    behind: Arc<Mutex<HashSet<String>>>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// Sessions one background flush pass takes from the dirty index.
+const FLUSH_BATCH: usize = 256;
 
 /// Which tiers answered reads, and how often.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +83,11 @@ impl AuthStore {
         sql: Option<Arc<SqlStore>>,
         options: StoreOptions,
     ) -> Result<Self> {
+        if options.write_behind.is_some() && (redis.is_none() || sql.is_none()) {
+            return Err(Error::Config(
+                "write-behind needs both a Redis and a SQL tier".into(),
+            ));
+        }
         if redis.is_none() && sql.is_none() {
             return Err(Error::Config(
                 "a store needs a Redis or a SQL tier (openAuthStore() gives the embedded SQLite default)".into(),
@@ -89,6 +104,9 @@ impl AuthStore {
             sql,
             closed: AtomicBool::new(false),
             counters: Counters::default(),
+            write_behind: options.write_behind,
+            behind: Arc::new(Mutex::new(HashSet::new())),
+            flusher: Mutex::new(None),
         })
     }
 
@@ -280,12 +298,21 @@ impl AuthStore {
             return Ok(());
         }
         // Without Redis there is nowhere else to write: the SQL tier is always written then.
-        let to_sql = self.sql.is_some() && (opts.sync_to_database || self.redis.is_none());
+        // Write-behind leaves SQL to the flusher.
+        let to_sql = self.sql.is_some()
+            && (self.redis.is_none() || (opts.sync_to_database && self.write_behind.is_none()));
         if opts.ttl.is_some() && self.redis.is_some() && !to_sql {
             return Err(Error::invalid(
                 "ttl on a write that goes to Redis only would expire the only copy of the keys; \
-                 write to the database too (syncToDatabase) or drop the ttl",
+                 write to the database too (syncToDatabase, write-through) or drop the ttl",
             ));
+        }
+        if let (Some(redis), Some(_), false) = (&self.redis, &self.sql, to_sql) {
+            redis.index_dirty(sid).await?;
+            if self.write_behind.is_some() {
+                self.behind.lock().insert(sid.to_string());
+                self.start_flusher();
+            }
         }
         if let Some(sql) = self.sql.as_ref().filter(|_| to_sql) {
             if let Err(e) = sql.write(sid, &batch).await {
@@ -330,45 +357,48 @@ impl AuthStore {
         let (Some(redis), Some(sql)) = (&self.redis, &self.sql) else {
             return Ok(0);
         };
-        // versions first, then values: a value newer than its version is harmless, the reverse
-        // would clear a mark SQL has not caught up with
-        let marks = redis.dirty_records(sid).await?;
-        if marks.is_empty() {
+        flush_session(redis, sql, sid).await
+    }
+
+    /// Flushes every session of the dirty index (any process's: what a crashed write-behind
+    /// process left). Returns the records flushed.
+    pub async fn flush_all(&self) -> Result<u64> {
+        self.check_open()?;
+        let (Some(redis), Some(sql)) = (&self.redis, &self.sql) else {
             return Ok(0);
+        };
+        let mut total = 0;
+        loop {
+            let n = flush_pass(redis, sql).await?;
+            total += n.records;
+            if n.sessions < FLUSH_BATCH {
+                return Ok(total);
+            }
         }
-        let mut batch = WriteBatch::default();
-        let mut by_type: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-        for (name, _) in &marks {
-            if name == CREDS_RECORD {
-                batch.creds = redis.get_creds(sid).await?;
-                if batch.creds.is_none() {
-                    // creds deleted in Redis only: leave the mark, SQL keeps its copy until a delete
-                    continue;
+    }
+
+    /// Starts the write-behind flusher (idempotent; needs the async runtime).
+    fn start_flusher(&self) {
+        let (Some(every), Some(redis), Some(sql)) = (self.write_behind, &self.redis, &self.sql)
+        else {
+            return;
+        };
+        let mut slot = self.flusher.lock();
+        if slot.is_some() {
+            return;
+        }
+        let (redis, sql) = (redis.clone(), sql.clone());
+        *slot = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if redis.is_closed() || sql.is_closed() {
+                    return;
                 }
-            } else if let Some((kind, id)) = name.split_once('\0') {
-                by_type.entry(kind).or_default().push(id.to_string());
+                if let Err(e) = flush_pass(&redis, &sql).await {
+                    log::warn!("write-behind flush failed (will retry): {e}");
+                }
             }
-        }
-        for (kind, ids) in &by_type {
-            let values = redis.get_keys(sid, kind, ids).await?;
-            for (id, v) in ids.iter().zip(values) {
-                batch.keys.push(KeyWrite {
-                    kind: kind.to_string(),
-                    id: id.clone(),
-                    value: v,
-                });
-            }
-        }
-        let flushed = (batch.keys.len() + batch.creds.is_some() as usize) as u64;
-        if let Err(e) = sql.write(sid, &batch).await {
-            return Err(e);
-        }
-        let done: Vec<(String, String)> = marks
-            .into_iter()
-            .filter(|(name, _)| name != CREDS_RECORD || batch.creds.is_some())
-            .collect();
-        redis.clean(sid, &done).await?;
-        Ok(flushed)
+        }));
     }
 
     /// Removes every key of a session; its creds too unless `keep_creds`.
@@ -426,8 +456,28 @@ impl AuthStore {
         }
     }
 
-    /// Closes the store and the tiers it holds. Later calls fail with `ERR_STORE_CLOSED`.
+    /// Closes the store and the tiers it holds, after flushing what this process wrote behind.
+    /// Later calls fail with `ERR_STORE_CLOSED`.
     pub async fn close(&self) {
+        let flusher = self.flusher.lock().take();
+        if let Some(task) = flusher {
+            task.abort();
+        }
+        if let (Some(redis), Some(sql)) = (&self.redis, &self.sql) {
+            let pending: Vec<String> = self.behind.lock().drain().collect();
+            for name in pending {
+                let Ok(sid) = SessionId::new(name) else {
+                    continue;
+                };
+                let flushed = async {
+                    flush_session(redis, sql, &sid).await?;
+                    redis.unindex_if_clean(&sid).await
+                };
+                if let Err(e) = flushed.await {
+                    log::warn!("could not flush a written-behind session on close; it stays marked dirty for any process to flush: {e}");
+                }
+            }
+        }
         self.closed.store(true, Ordering::Release);
         if let Some(cache) = &self.cache {
             cache.clear();
@@ -439,4 +489,71 @@ impl AuthStore {
             sql.close().await;
         }
     }
+}
+
+struct PassReport {
+    sessions: usize,
+    records: u64,
+}
+
+/// One write-behind pass: flushes up to [`FLUSH_BATCH`] sessions of the dirty index.
+async fn flush_pass(redis: &RedisTier, sql: &SqlStore) -> Result<PassReport> {
+    let sessions = redis.dirty_sessions(FLUSH_BATCH).await?;
+    let mut records = 0;
+    for name in &sessions {
+        let Ok(sid) = SessionId::new(name.clone()) else {
+            continue;
+        };
+        records += flush_session(redis, sql, &sid).await?;
+        redis.unindex_if_clean(&sid).await?;
+    }
+    Ok(PassReport {
+        sessions: sessions.len(),
+        records,
+    })
+}
+
+/// Copies a session's dirty records from Redis to SQL and clears their marks.
+async fn flush_session(redis: &RedisTier, sql: &SqlStore, sid: &SessionId) -> Result<u64> {
+    // versions first, then values: a value newer than its version is harmless, the reverse
+    // would clear a mark SQL has not caught up with
+    let marks = redis.dirty_records(sid).await?;
+    if marks.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = WriteBatch::default();
+    let mut by_type: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (name, _) in &marks {
+        if name == NOSQL_RECORD {
+            // written by a store without SQL: its records were never marked one by one
+            continue;
+        }
+        if name == CREDS_RECORD {
+            batch.creds = redis.get_creds(sid).await?;
+            if batch.creds.is_none() {
+                // creds deleted in Redis only: leave the mark, SQL keeps its copy until a delete
+                continue;
+            }
+        } else if let Some((kind, id)) = name.split_once('\0') {
+            by_type.entry(kind).or_default().push(id.to_string());
+        }
+    }
+    for (kind, ids) in &by_type {
+        let values = redis.get_keys(sid, kind, ids).await?;
+        for (id, v) in ids.iter().zip(values) {
+            batch.keys.push(KeyWrite {
+                kind: kind.to_string(),
+                id: id.clone(),
+                value: v,
+            });
+        }
+    }
+    let flushed = (batch.keys.len() + batch.creds.is_some() as usize) as u64;
+    sql.write(sid, &batch).await?;
+    let done: Vec<(String, String)> = marks
+        .into_iter()
+        .filter(|(name, _)| name != NOSQL_RECORD && (name != CREDS_RECORD || batch.creds.is_some()))
+        .collect();
+    redis.clean(sid, &done).await?;
+    Ok(flushed)
 }

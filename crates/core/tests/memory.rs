@@ -82,7 +82,10 @@ async fn evicts_lru_sessions_to_the_budget_and_loses_nothing() {
     let store = AuthStore::new(
         Some(redis.clone()),
         Some(sql),
-        StoreOptions { cache_max_bytes: 0 },
+        StoreOptions {
+            cache_max_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap();
     fill(&store, 40, 8, &WriteOptions::default()).await;
@@ -127,7 +130,10 @@ async fn server_memory_falls_back_under_the_budget() {
     let store = AuthStore::new(
         Some(redis.clone()),
         Some(sqlite_memory().await),
-        StoreOptions { cache_max_bytes: 0 },
+        StoreOptions {
+            cache_max_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap();
     fill(&store, 60, 16, &WriteOptions::default()).await;
@@ -181,7 +187,10 @@ async fn refuses_to_evict_what_sql_does_not_hold() {
     let redis_only = AuthStore::new(
         Some(redis.clone()),
         None,
-        StoreOptions { cache_max_bytes: 0 },
+        StoreOptions {
+            cache_max_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap();
     fill(&redis_only, 4, 2, &WriteOptions::default()).await;
@@ -189,7 +198,10 @@ async fn refuses_to_evict_what_sql_does_not_hold() {
     let both = AuthStore::new(
         Some(redis.clone()),
         Some(sqlite_memory().await),
-        StoreOptions { cache_max_bytes: 0 },
+        StoreOptions {
+            cache_max_bytes: 0,
+            ..Default::default()
+        },
     )
     .unwrap();
     let skip_sql = WriteOptions {
@@ -232,7 +244,10 @@ async fn writes_racing_evictions_are_never_lost() {
         AuthStore::new(
             Some(redis.clone()),
             Some(sql),
-            StoreOptions { cache_max_bytes: 0 },
+            StoreOptions {
+                cache_max_bytes: 0,
+                ..Default::default()
+            },
         )
         .unwrap(),
     );
