@@ -123,6 +123,8 @@ export interface MemoryStats {
   lastReport: MemoryCheckReport | null
   lastError: string | null
   running: boolean
+  /** Hits and misses per tier, for a manager started by a store's `memoryManager` option. */
+  tiers?: StoreStats
 }
 
 /** Keeps Redis inside a budget by evicting least-recently-used sessions that SQL holds. */

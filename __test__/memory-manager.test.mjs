@@ -104,6 +104,7 @@ describe.skipIf(!hasRedisServer)('RedisMemoryManager', () => {
       }
       expect(stats.evictions).toBe(1)
       expect(stats.running).toBe(true)
+      expect(stats.tiers).toMatchObject({ redisHits: expect.any(Number), sqlHits: expect.any(Number) })
       expect(await raw.exists('wa:{idle}:creds')).toBe(0)
       expect((await store.getCreds('idle')).creds).toEqual({ owner: 's2' })
     } finally {

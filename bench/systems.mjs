@@ -22,6 +22,11 @@ function ours(store) {
   }
 }
 
+/** Our store from openAuthStore options. */
+export async function oursFrom(config) {
+  return ours(await openAuthStore(config))
+}
+
 /** The floor: a Map of BufferJSON strings, no I/O. */
 function memory() {
   const m = new Map()
@@ -86,8 +91,9 @@ export async function systemList({ redis, postgres, mysql }) {
     { name: 'store: SQLite (embedded)', ours: true, config: { redis: null, database: `sqlite://${join(tmp('sqlite'), 'auth.db')}` } },
   ]
   if (redis && postgres) list.push({ name: 'store: Redis + PostgreSQL', ours: true, config: { redis, database: postgres } })
+  if (redis && postgres) list.push({ name: 'store: Redis + PostgreSQL, write-behind', ours: true, config: { redis, database: postgres, durability: 'write-behind', flushIntervalMs: 200 } })
   if (redis && mysql) list.push({ name: 'store: Redis + MariaDB', ours: true, config: { redis, database: mysql } })
-  for (const s of list) s.open = async () => ours(await openAuthStore({ ...s.config, cache: s.cache ?? true }))
+  for (const s of list) s.open = async () => ours(await openAuthStore({ ...s.config }))
   list.push({ name: 'baseline: in-memory (floor)', open: async () => memory() })
   const fileRoot = tmp('multifile')
   list.push({ name: 'baseline: useMultiFileAuthState', open: async () => multiFile(fileRoot), config: { multiFile: fileRoot } })

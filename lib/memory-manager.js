@@ -116,6 +116,8 @@ class RedisMemoryManager {
       lastReport: this._lastReport,
       lastError: this._lastError?.message ?? null,
       running: this.running,
+      // hits and misses per tier, when the manager belongs to a store (the memoryManager option)
+      tiers: this._store ? await this._store.stats() : undefined,
     }
   }
 }

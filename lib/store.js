@@ -116,6 +116,7 @@ class BaileysAuthStore {
       const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs }))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
+        this.memoryManager._store = { stats: () => native.stats() }
         await this.memoryManager.start()
       }
       return native

@@ -299,6 +299,23 @@ mod tests {
     }
 
     #[test]
+    fn get_all_answers_only_full_hits() {
+        let c = KeyCache::new(1 << 20);
+        let s = sid("a");
+        c.apply_write(
+            &s,
+            None,
+            &[put("session", "1", b"v1"), put("session", "2", b"v2")],
+        );
+        let all = c.get_all(&s, "session", &["2".into(), "1".into()]).unwrap();
+        assert_eq!((&*all[0], &*all[1]), (&b"v2"[..], &b"v1"[..]));
+        assert!(c
+            .get_all(&s, "session", &["1".into(), "3".into()])
+            .is_none());
+        assert_eq!((c.stats().hits, c.stats().misses), (2, 0));
+    }
+
+    #[test]
     fn deletes_remove_entries() {
         let c = KeyCache::new(1 << 20);
         let s = sid("a");

@@ -6,7 +6,7 @@
 /// `$upsert_creds` / `$upsert_keys` are the clauses that follow the VALUES list; `$summary_sql`
 /// selects `(type, count, bytes)` of one session as integers.
 macro_rules! keyed_statements {
-    ($db:ty, $pool:ty, $upsert_creds:expr, $upsert_keys:expr, $summary_sql:expr) => {
+    ($db:ty, $pool:ty, $conn:ty, $upsert_creds:expr, $upsert_keys:expr, $summary_sql:expr) => {
         pub(super) async fn summary(
             pool: &$pool,
             sid: &$crate::model::SessionId,
@@ -76,13 +76,32 @@ macro_rules! keyed_statements {
             Ok(out)
         }
 
-        /// Applies merged batches in one transaction, in statement-sized multi-row chunks.
+        /// Applies merged batches atomically: one transaction of statement-sized multi-row
+        /// chunks, or a lone statement (one round trip instead of three) when they fit in one.
         pub(super) async fn write(
             pool: &$pool,
             m: &super::Merged<'_>,
             now: i64,
         ) -> Result<(), sqlx::Error> {
+            let put_size =
+                |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len();
+            let statements = super::statement_chunks(&m.creds, |(s, c)| s.len() + c.len()).len()
+                + super::statement_chunks(&m.puts, put_size).len()
+                + super::statement_chunks(&m.dels, |(s, t, i)| s.len() + t.len() + i.len()).len();
+            if statements == 1 {
+                let mut conn = pool.acquire().await?;
+                return apply(&mut conn, m, now).await;
+            }
             let mut tx = pool.begin().await?;
+            apply(&mut tx, m, now).await?;
+            tx.commit().await
+        }
+
+        async fn apply(
+            conn: &mut $conn,
+            m: &super::Merged<'_>,
+            now: i64,
+        ) -> Result<(), sqlx::Error> {
             for chunk in super::statement_chunks(&m.creds, |(s, c)| s.len() + c.len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at) ",
@@ -94,7 +113,7 @@ macro_rules! keyed_statements {
                         .push_bind(now);
                 });
                 q.push(" ").push($upsert_creds);
-                q.build().execute(&mut *tx).await?;
+                q.build().execute(&mut *conn).await?;
             }
             let size =
                 |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len();
@@ -110,7 +129,7 @@ macro_rules! keyed_statements {
                         .push_bind(now);
                 });
                 q.push(" ").push($upsert_keys);
-                q.build().execute(&mut *tx).await?;
+                q.build().execute(&mut *conn).await?;
             }
             for chunk in super::statement_chunks(&m.dels, |(s, t, i)| s.len() + t.len() + i.len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -127,9 +146,9 @@ macro_rules! keyed_statements {
                         .push_unseparated(")");
                 }
                 q.push(")");
-                q.build().execute(&mut *tx).await?;
+                q.build().execute(&mut *conn).await?;
             }
-            tx.commit().await
+            Ok(())
         }
 
         pub(super) async fn delete_session(

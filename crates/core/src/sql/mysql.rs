@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
 keyed_statements!(
     MySql,
     MySqlPool,
+    sqlx::MySqlConnection,
     "ON DUPLICATE KEY UPDATE creds = VALUES(creds), updated_at = VALUES(updated_at)",
     "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
     "SELECT type, CAST(COUNT(*) AS SIGNED), CAST(COALESCE(SUM(LENGTH(value)), 0) AS SIGNED)

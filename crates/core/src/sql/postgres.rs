@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::{apply_migrations, chunks_within, rows_to_values, Merged};
 use crate::config::SqlOptions;
@@ -99,10 +99,30 @@ pub(super) async fn get_keys(
     Ok(rows_to_values(rows))
 }
 
-/// Applies merged batches in one transaction: one statement per kind of change, whatever the
-/// number of sessions and records.
+/// Applies merged batches atomically: one transaction, or a lone statement (atomic by itself,
+/// one round trip instead of three) when the batches fit in one.
 pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
+    let put_size =
+        |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len() + 16;
+    let statements = chunks_within(
+        &m.creds,
+        |(s, c)| s.len() + c.len() + 16,
+        usize::MAX,
+        STATEMENT_BYTES,
+    )
+    .len()
+        + chunks_within(&m.puts, put_size, usize::MAX, STATEMENT_BYTES).len()
+        + usize::from(!m.dels.is_empty());
+    if statements == 1 {
+        let mut conn = pool.acquire().await?;
+        return apply(&mut conn, m, now).await;
+    }
     let mut tx = pool.begin().await?;
+    apply(&mut tx, m, now).await?;
+    tx.commit().await
+}
+
+async fn apply(conn: &mut PgConnection, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
     for chunk in chunks_within(
         &m.creds,
         |(s, c)| s.len() + c.len() + 16,
@@ -118,7 +138,7 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
         .bind(&sids)
         .bind(&creds)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     let size =
@@ -142,7 +162,7 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
         .bind(&ids)
         .bind(&values)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
     if !m.dels.is_empty() {
@@ -159,10 +179,10 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
         .bind(&sids)
         .bind(&types)
         .bind(&ids)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 pub(super) async fn delete_session(

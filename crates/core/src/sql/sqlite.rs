@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
 keyed_statements!(
     Sqlite,
     SqlitePool,
+    sqlx::SqliteConnection,
     "ON CONFLICT (session_id) DO UPDATE SET creds = excluded.creds, updated_at = excluded.updated_at",
     "ON CONFLICT (session_id, type, id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     "SELECT CAST(type AS BLOB), COUNT(*), COALESCE(SUM(LENGTH(value)), 0)
