@@ -121,6 +121,8 @@ export interface NativeStoreOptions {
   cacheMaxBytes?: number
   /** Write-behind: flush to SQL every this many milliseconds (absent: write-through). */
   writeBehindMs?: number
+  /** Store values in the compact binary form (default true). */
+  compactValues?: boolean
 }
 
 export interface NativeStoreStats {

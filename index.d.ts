@@ -79,6 +79,11 @@ export interface StoreOptions {
   durability?: 'write-through' | 'write-behind'
   /** Write-behind flush period in ms (default 1000). */
   flushIntervalMs?: number
+  /**
+   * Store values in the compact binary form (default true): Buffers and base64 as raw bytes, known
+   * keys as one byte. false stores Baileys' JSON text as given. Either form reads both.
+   */
+  compactValues?: boolean
   /** Start a RedisMemoryManager with these options (or defaults for `true`); needs Redis. */
   memoryManager?: boolean | MemoryManagerOptions
 }

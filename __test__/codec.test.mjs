@@ -51,3 +51,22 @@ describe('value codec', () => {
     expect(JSON.parse('{"type":"Buffer","data":"AQ=="}', BufferJSON.reviver)).toEqual(Buffer.from([1]))
   })
 })
+
+describe('stored forms', () => {
+  it('reads values written compact and as JSON text, whichever form the store writes', async () => {
+    const { openAuthStore } = await import('../index.js')
+    const { mkdtempSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const database = `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-forms-')), 'auth.db')}`
+    const text = await openAuthStore({ redis: null, database, compactValues: false, cache: false })
+    const compact = await openAuthStore({ redis: null, database, cache: false })
+    const value = { public: Buffer.alloc(32, 1), private: Buffer.alloc(32, 2), note: 'x' }
+    await text.setKeys('forms', { 'pre-key': { 1: value } })
+    await compact.setKeys('forms', { 'pre-key': { 2: value } })
+    for (const s of [text, compact]) expect(await s.getKeys('forms', 'pre-key', ['1', '2'])).toEqual({ 1: value, 2: value })
+    const sizes = Object.fromEntries((await compact.describeSession('forms')).types.map((t) => [t.type, t.bytes]))
+    expect(sizes['pre-key']).toBeLessThan(2 * Buffer.byteLength(encodeValue(value)))
+    await Promise.all([text.close(), compact.close()])
+  })
+})

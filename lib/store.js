@@ -89,7 +89,8 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000 } = options ?? {}
+    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues = true } = options ?? {}
+    this._compactValues = compactValues !== false
     if (durability !== 'write-through' && durability !== 'write-behind') throw invalid("durability must be 'write-through' or 'write-behind'")
     if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
     if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs > 0)) throw invalid('flushIntervalMs must be a positive number')
@@ -113,7 +114,7 @@ class BaileysAuthStore {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
       const baileys = await resolveBaileys(this._baileys).catch(() => null)
       this._proto = baileys?.proto ?? null
-      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs }))
+      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues }))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
         this.memoryManager._store = { stats: () => native.stats() }

@@ -15,6 +15,8 @@ pub struct NativeStoreOptions {
     pub cache_max_bytes: Option<f64>,
     /// Write-behind: flush to SQL every this many milliseconds (absent: write-through).
     pub write_behind_ms: Option<f64>,
+    /// Store values in the compact binary form (default true).
+    pub compact_values: Option<bool>,
 }
 
 #[napi(object)]
@@ -72,7 +74,9 @@ impl NativeAuthStore {
         let options = options.unwrap_or(NativeStoreOptions {
             cache_max_bytes: None,
             write_behind_ms: None,
+            compact_values: None,
         });
+        o.compact_values = options.compact_values.unwrap_or(true);
         if options.write_behind_ms.is_some() {
             o.write_behind = Some(millis(options.write_behind_ms, std::time::Duration::ZERO)?);
         }

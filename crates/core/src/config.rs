@@ -126,6 +126,8 @@ pub struct StoreOptions {
     /// Write-behind: writes go to Redis (marked dirty) and reach SQL in batches this often.
     /// `None` is write-through: SQL commits before a write resolves.
     pub write_behind: Option<std::time::Duration>,
+    /// Store values in the compact binary form (`codec`); `false` stores the JSON text as given.
+    pub compact_values: bool,
 }
 
 impl Default for StoreOptions {
@@ -133,6 +135,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_max_bytes: DEFAULT_CACHE_BYTES,
             write_behind: None,
+            compact_values: true,
         }
     }
 }

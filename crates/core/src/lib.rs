@@ -2,6 +2,7 @@
 //! in-process cache, Redis and a SQL database. Knows nothing of Node or napi.
 
 pub mod cache;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod ident;

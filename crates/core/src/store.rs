@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::cache::{CacheStats, KeyCache};
+use crate::codec;
 use crate::config::StoreOptions;
 use crate::error::{Error, Result};
 use crate::ident;
@@ -27,6 +28,8 @@ pub struct AuthStore {
     closed: AtomicBool,
     counters: Counters,
     write_behind: Option<std::time::Duration>,
+    /// Store values in the compact form of `codec`.
+    compact: bool,
     /// Sessions this process wrote behind, flushed on close.
     behind: Arc<Mutex<HashSet<String>>>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -105,6 +108,7 @@ impl AuthStore {
             closed: AtomicBool::new(false),
             counters: Counters::default(),
             write_behind: options.write_behind,
+            compact: options.compact_values,
             behind: Arc::new(Mutex::new(HashSet::new())),
             flusher: Mutex::new(None),
         })
@@ -135,6 +139,8 @@ impl AuthStore {
         self.sql.as_ref()
     }
 
+    /// The creds of a session, as JSON text (the cache holds the expanded form, so a hit costs no
+    /// decoding; values from Redis and SQL are expanded as they arrive).
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
         self.check_open()?;
         self.touch(sid);
@@ -167,6 +173,7 @@ impl AuthStore {
                 }
             }
         }
+        let found = found.map(expand).transpose()?;
         if let (Some(cache), Some(epoch), Some(v)) = (&self.cache, epoch, &found) {
             cache.fill_creds(epoch, sid, v);
         }
@@ -186,16 +193,18 @@ impl AuthStore {
         let Some(cache) = &self.cache else {
             return Ok(None);
         };
-        let found = cache.get_all(sid, kind, ids);
-        if found.is_some() {
-            if let Some(redis) = &self.redis {
-                redis.track(sid, None);
-            }
+        let Some(found) = cache.get_all(sid, kind, ids) else {
+            return Ok(None);
+        };
+        if let Some(redis) = &self.redis {
+            redis.track(sid, None);
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
-    /// Values of `ids`, aligned with `ids` (`None` where a record does not exist).
+    /// Values of `ids`, aligned with `ids` (`None` where a record does not exist), as JSON text
+    /// (expanded from the stored form as they arrive from Redis or SQL; the cache holds them
+    /// expanded).
     pub async fn get_keys(
         &self,
         sid: &SessionId,
@@ -229,8 +238,8 @@ impl AuthStore {
             let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
             let got = redis.get_keys(sid, kind, &want).await?;
             for (&i, v) in todo.iter().zip(got) {
-                if v.is_some() {
-                    out[i] = v;
+                if let Some(v) = v {
+                    out[i] = Some(expand(v)?);
                     filled.push(i);
                 }
             }
@@ -258,7 +267,7 @@ impl AuthStore {
                         rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
                     for &i in &todo {
                         if let Some(v) = by_id.get(ids[i].as_str()) {
-                            out[i] = Some((*v).clone());
+                            out[i] = Some(expand((*v).clone())?);
                             filled.push(i);
                         }
                     }
@@ -297,6 +306,9 @@ impl AuthStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // the tiers get the stored forms, the cache the JSON text callers read
+        let plain = self.cache.is_some().then(|| batch.clone());
+        let batch = store_forms(batch, self.compact).await?;
         // Without Redis there is nowhere else to write: the SQL tier is always written then.
         // Write-behind leaves SQL to the flusher.
         let to_sql = self.sql.is_some()
@@ -337,8 +349,8 @@ impl AuthStore {
                 return Err(e);
             }
         }
-        if let Some(cache) = &self.cache {
-            cache.apply_write(sid, batch.creds.as_ref(), &batch.keys);
+        if let (Some(cache), Some(plain)) = (&self.cache, &plain) {
+            cache.apply_write(sid, plain.creds.as_ref(), &plain.keys);
         }
         Ok(())
     }
@@ -489,6 +501,41 @@ impl AuthStore {
             sql.close().await;
         }
     }
+}
+
+/// The stored bytes as the JSON text they encode (compact values expanded, others as they are).
+fn expand(v: Value) -> Result<Value> {
+    match v.first() {
+        Some(&codec::COMPACT) | Some(&codec::VERBATIM) => Ok(Value::from(codec::decode(&v)?)),
+        _ => Ok(v),
+    }
+}
+
+/// Values of a batch in their stored form (`codec::store_form`); large batches off the async
+/// workers.
+async fn store_forms(batch: WriteBatch, compact: bool) -> Result<WriteBatch> {
+    fn run(mut batch: WriteBatch, compact: bool) -> WriteBatch {
+        let squeeze = |v: &mut Value| {
+            if let Some(c) = codec::store_form(v, compact) {
+                *v = Value::from(c);
+            }
+        };
+        if let Some(c) = batch.creds.as_mut() {
+            squeeze(c);
+        }
+        for k in &mut batch.keys {
+            if let Some(v) = k.value.as_mut() {
+                squeeze(v);
+            }
+        }
+        batch
+    }
+    if batch.keys.len() <= 64 || !compact {
+        return Ok(run(batch, compact));
+    }
+    tokio::task::spawn_blocking(move || run(batch, compact))
+        .await
+        .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))
 }
 
 struct PassReport {

@@ -110,6 +110,35 @@ async fn suite(label: &str, make: impl Fn() -> AuthStore) {
     // an empty batch does nothing and does not fail
     write(&store, &s, vec![]).await;
 
+    // JSON values are stored compact and read back as the same text; bytes that begin like a
+    // stored-form header come back verbatim
+    let pk = br#"{"public":{"type":"Buffer","data":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="},"private":{"type":"Buffer","data":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="}}"#;
+    let odd: &[u8] = &[1, 2, 3];
+    write(
+        &store,
+        &s,
+        vec![put("pk-json", "7", pk), put("pk-json", "8", odd)],
+    )
+    .await;
+    let got = make()
+        .get_keys(&s, "pk-json", &ids(&["7", "8"]))
+        .await
+        .unwrap();
+    assert_eq!(bytes(&got[0]), Some(&pk[..]));
+    assert_eq!(bytes(&got[1]), Some(odd));
+    let stored = make().summary(&s).await.unwrap();
+    let pk_row = stored.iter().find(|t| t.kind == "pk-json").unwrap();
+    assert!(pk_row.bytes < (pk.len() as u64) / 2 + 8, "{pk_row:?}");
+    write(
+        &store,
+        &s,
+        vec![
+            KeyWrite::delete("pk-json", "7"),
+            KeyWrite::delete("pk-json", "8"),
+        ],
+    )
+    .await;
+
     // summaries and id listings
     let sum = make().summary(&s).await.unwrap();
     let kinds: Vec<&str> = sum.iter().map(|t| t.kind.as_str()).collect();

@@ -23,6 +23,7 @@ fn behind(every: Duration) -> StoreOptions {
     StoreOptions {
         cache_max_bytes: 0,
         write_behind: Some(every),
+        ..Default::default()
     }
 }
 
