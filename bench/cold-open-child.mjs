@@ -1,7 +1,6 @@
 // Run in a fresh process by the suite: opens one system, reads creds and one key, prints the ms.
 // Modules are loaded before the clock starts, so the figure is the open + reads, not Node's boot.
 import pg from 'pg'
-import { BufferJSON } from 'baileys'
 import { openAuthStore } from '../index.js'
 import { useMultiFileAuthState } from 'baileys'
 import { CommunityStore } from './community-baseline.mjs'
@@ -16,8 +15,9 @@ if (config.bareSelect) {
   await client.connect()
   const c = await client.query('SELECT creds FROM wa_auth_sessions WHERE session_id = $1', [sid])
   const k = await client.query('SELECT value FROM wa_auth_keys WHERE session_id = $1 AND type = $2 AND id = $3', [sid, 'session', key])
-  creds = JSON.parse(c.rows[0].creds.toString(), BufferJSON.reviver)
-  value = JSON.parse(k.rows[0].value.toString(), BufferJSON.reviver)
+  // the bare rows: no decoding (the stored form is the store's business)
+  creds = c.rows[0].creds
+  value = k.rows[0].value
   await client.end()
 } else if (config.multiFile) {
   const { state } = await useMultiFileAuthState(join(config.multiFile, sid))
