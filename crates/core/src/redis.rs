@@ -716,7 +716,12 @@ impl RedisTier {
             return;
         }
         let mut pending = self.pending.lock();
-        let p = pending.entry(sid.to_string()).or_default();
+        if !pending.contains_key(sid) {
+            pending.insert(sid.to_string(), PendingAccess::default());
+        }
+        let Some(p) = pending.get_mut(sid) else {
+            return;
+        };
         p.last_ms = crate::sql::now_ms();
         p.count += 1;
         if size.is_some() {
