@@ -11,3 +11,15 @@ it('compiles makeWASocket({ auth: state }) with --strict', async () => {
   expect(result.stdout + (result.stderr ?? '')).toBe('')
   expect(result.code ?? 0).toBe(0)
 })
+
+it('loads with require() and with ESM named imports, by package name', async () => {
+  const cwd = new URL('..', import.meta.url).pathname
+  const cjs = await run(process.execPath, ['-e', "const w = require('wa-auth-store'); console.log([typeof w.useBaileysAuthState, typeof w.BaileysAuthStore, typeof w.RedisMemoryManager].join())"], { cwd })
+  expect(cjs.stdout.trim()).toBe('function,function,function')
+  const esm = await run(
+    process.execPath,
+    ['--input-type=module', '-e', "import { useBaileysAuthState, openAuthStore, WaAuthStoreError } from 'wa-auth-store'; console.log([typeof useBaileysAuthState, typeof openAuthStore, typeof WaAuthStoreError].join())"],
+    { cwd },
+  )
+  expect(esm.stdout.trim()).toBe('function,function,function')
+})
