@@ -100,7 +100,7 @@ class BaileysAuthStore {
     this._orm = ormAdapter
     this._cacheMaxBytes = cache === false ? 0 : cacheMaxBytes
     this._baileys = baileys
-    this._proto = null
+    this._proto = undefined // Baileys' proto, loaded the first time an app-state-sync-key is read
     this._ready = null
     this._closed = false
     this._memoryOptions = memoryManager === true ? {} : memoryManager || null
@@ -112,8 +112,6 @@ class BaileysAuthStore {
     if (this._closed) return Promise.reject(new WaAuthStoreError('ERR_STORE_CLOSED', 'the store is closed'))
     this._ready ??= (async () => {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
-      const baileys = await resolveBaileys(this._baileys).catch(() => null)
-      this._proto = baileys?.proto ?? null
       const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues }))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
@@ -134,6 +132,14 @@ class BaileysAuthStore {
     const native = await this._native()
     const bytes = await call(() => native.getCreds(sessionId))
     return bytes ? { creds: decodeValue('creds', bytes) } : null
+  }
+
+  async _loadProto() {
+    if (this._proto === undefined) {
+      const baileys = await resolveBaileys(this._baileys).catch(() => null)
+      this._proto = baileys?.proto ?? null
+    }
+    return this._proto
   }
 
   /** Writes creds and/or keys as one atomic unit. */
@@ -185,8 +191,9 @@ class BaileysAuthStore {
       throw convertError(err)
     }
     values ??= await call(() => native.getKeys(sessionId, type, ids))
+    const proto = type === 'app-state-sync-key' ? await this._loadProto() : undefined
     for (let i = 0; i < ids.length; i++) {
-      if (values[i]) out[ids[i]] = decodeValue(type, values[i], this._proto)
+      if (values[i]) out[ids[i]] = decodeValue(type, values[i], proto)
     }
     return out
   }

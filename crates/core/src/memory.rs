@@ -236,14 +236,10 @@ impl MemoryManager {
     async fn forget(&self, sid: &str) -> Result<()> {
         let client = self.redis.client();
         let pipe = client.pipeline();
-        let _: () = self
-            .redis
-            .call("zrem", pipe.zrem(self.redis.mm_key("lru"), sid))
-            .await?;
-        let _: () = self
-            .redis
-            .call("hdel", pipe.hdel(self.redis.mm_key("size"), sid))
-            .await?;
+        self.redis
+            .queued(pipe.zrem(self.redis.mm_key("lru"), sid).await)?;
+        self.redis
+            .queued(pipe.hdel(self.redis.mm_key("size"), sid).await)?;
         let _: Vec<Value> = self.redis.call("forget", pipe.all()).await?;
         self.last_sizes.lock().remove(sid);
         Ok(())

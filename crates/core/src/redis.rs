@@ -280,6 +280,11 @@ impl RedisTier {
         Error::Redis(scrub(e.to_string(), &self.secrets))
     }
 
+    /// The result of queueing a command in a pipeline or transaction (its answer comes later).
+    pub(crate) fn queued(&self, r: std::result::Result<(), fred::error::Error>) -> Result<()> {
+        r.map_err(|e| self.err(e))
+    }
+
     /// Runs one command with the tier's deadline and error mapping.
     pub(crate) async fn call<T>(
         &self,
@@ -438,9 +443,8 @@ impl RedisTier {
         names: &[String],
     ) -> Result<(String, Vec<bool>)> {
         let pipe = self.client.pipeline();
-        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
-        queue(pipe.get(self.gen_key(sid)).await)?;
-        queue(pipe.hmget(self.dirty_key(sid), names.to_vec()).await)?;
+        self.queued(pipe.get(self.gen_key(sid)).await)?;
+        self.queued(pipe.hmget(self.dirty_key(sid), names.to_vec()).await)?;
         let mut replies: Vec<fred::types::Value> = self.call("miss info", pipe.all()).await?;
         let dirty = match replies.pop() {
             Some(fred::types::Value::Array(vs)) => vs.into_iter().map(|v| !v.is_null()).collect(),
@@ -515,13 +519,12 @@ impl RedisTier {
     /// older than what SQL may now hold.
     pub async fn invalidate(&self, sid: &SessionId, batch: &WriteBatch) -> Result<()> {
         let tx = self.client.multi();
-        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
         if batch.creds.is_some() {
-            queue(tx.del(self.creds_key(sid)).await)?;
+            self.queued(tx.del(self.creds_key(sid)).await)?;
         }
         for (kind, (puts, dels)) in batch.by_type() {
             let fields: Vec<String> = puts.iter().chain(&dels).map(|k| k.id.clone()).collect();
-            queue(tx.hdel(self.keys_key(sid, kind), fields).await)?;
+            self.queued(tx.hdel(self.keys_key(sid, kind), fields).await)?;
         }
         let _: fred::types::Value = self.call("exec", tx.exec(true)).await?;
         Ok(())
@@ -585,18 +588,17 @@ impl RedisTier {
                 .await?;
             let mut keys: Vec<String> = types.iter().map(|t| self.keys_key(sid, t)).collect();
             let tx = self.client.multi();
-            let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
             if !keep_creds {
                 keys.push(self.creds_key(sid));
                 keys.push(self.dirty_key(sid));
             }
             if !keys.is_empty() {
-                queue(tx.del(keys).await)?;
+                self.queued(tx.del(keys).await)?;
             }
             if !types.is_empty() {
-                queue(tx.srem(&types_key, types).await)?;
+                self.queued(tx.srem(&types_key, types).await)?;
             }
-            queue(tx.scard(&types_key).await)?;
+            self.queued(tx.scard(&types_key).await)?;
             let reply: Vec<fred::types::Value> = self.call("exec", tx.exec(true)).await?;
             let left = reply.last().and_then(|v| v.as_i64()).unwrap_or(0);
             if left == 0 {
@@ -687,10 +689,7 @@ impl RedisTier {
         keys.extend(types.iter().map(|t| self.keys_key(sid, t)));
         let pipe = self.client.pipeline();
         for k in &keys {
-            let _: () = pipe
-                .memory_usage(k, Some(0))
-                .await
-                .map_err(|e| self.err(e))?;
+            self.queued(pipe.memory_usage(k, Some(0)).await)?;
         }
         let sizes: Vec<Option<i64>> = self.call("memory usage", pipe.all()).await?;
         Ok(sizes.into_iter().flatten().map(|n| n.max(0) as u64).sum())
@@ -757,7 +756,6 @@ impl RedisTier {
             return Ok(());
         }
         let pipe = self.client.pipeline();
-        let queue = |r: std::result::Result<(), fred::error::Error>| r.map_err(|e| self.err(e));
         let (lru, count, size) = (
             self.mm_key("lru"),
             self.mm_key("count"),
@@ -767,7 +765,7 @@ impl RedisTier {
             .iter()
             .map(|(s, p)| (p.last_ms as f64, s.as_str()))
             .collect();
-        queue(
+        self.queued(
             pipe.zadd(
                 &lru,
                 None,
@@ -779,9 +777,9 @@ impl RedisTier {
             .await,
         )?;
         for (sid, p) in &pending {
-            queue(pipe.hincrby(&count, sid.as_str(), p.count).await)?;
+            self.queued(pipe.hincrby(&count, sid.as_str(), p.count).await)?;
             if let Some(bytes) = p.size {
-                queue(pipe.hset(&size, (sid.as_str(), bytes as i64)).await)?;
+                self.queued(pipe.hset(&size, (sid.as_str(), bytes as i64)).await)?;
             }
         }
         let _: Vec<fred::types::Value> = self.call("track", pipe.all()).await?;

@@ -1,5 +1,6 @@
 //! The tiers together: read-through (cache -> Redis -> SQL, warming the tiers above on a lower hit)
-//! and write-through (SQL commit, then Redis MULTI, then cache).
+//! and write-through (SQL commit, then one Redis script, then cache), or write-behind (Redis with
+//! dirty marks now, SQL from the flusher).
 //!
 //! Why SQL first: Redis then never holds a value SQL lacks, so evicting a session from Redis can
 //! never lose data. If the Redis step fails after the commit, the records the write named are
@@ -31,7 +32,7 @@ pub struct AuthStore {
     /// Store values in the compact form of `codec`.
     compact: bool,
     /// Sessions this process wrote behind, flushed on close.
-    behind: Arc<Mutex<HashSet<String>>>,
+    behind: Mutex<HashSet<String>>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -109,7 +110,7 @@ impl AuthStore {
             counters: Counters::default(),
             write_behind: options.write_behind,
             compact: options.compact_values,
-            behind: Arc::new(Mutex::new(HashSet::new())),
+            behind: Mutex::new(HashSet::new()),
             flusher: Mutex::new(None),
         })
     }

@@ -348,15 +348,7 @@ async fn a_dead_redis_is_an_error_not_a_miss() {
     o.timeout = Duration::from_millis(500);
     let r = RedisTier::connect(o).await.unwrap();
     let sql = sqlite_memory().await;
-    let store = AuthStore::new(
-        Some(r),
-        Some(sql),
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = uncached(Some(r), Some(sql));
     let s = sid("dead");
     write(&store, &s, vec![put("session", "1", b"v")]).await;
     own.kill();
@@ -490,15 +482,7 @@ async fn concurrent_writes_share_group_commits() {
         "no write shared a transaction ({} for 320 writes)",
         tx1 - tx0
     );
-    let fresh = AuthStore::new(
-        None,
-        Some(p.clone()),
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let fresh = uncached(None, Some(p.clone()));
     for i in 0..64 {
         let s = SessionId::new(format!("{base}-{i}")).unwrap();
         let got = fresh.get_keys(&s, "session", &ids(&["a"])).await.unwrap();

@@ -79,15 +79,7 @@ async fn evicts_lru_sessions_to_the_budget_and_loses_nothing() {
     let Some(own) = OwnRedis::start() else { return };
     let redis = tier(&own).await;
     let sql = sqlite_memory().await;
-    let store = AuthStore::new(
-        Some(redis.clone()),
-        Some(sql),
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = uncached(Some(redis.clone()), Some(sql));
     fill(&store, 40, 8, &WriteOptions::default()).await;
     // session 0 is the most recently used
     store.get_creds(&sid(0)).await.unwrap();
@@ -127,15 +119,7 @@ async fn evicts_lru_sessions_to_the_budget_and_loses_nothing() {
 async fn server_memory_falls_back_under_the_budget() {
     let Some(own) = OwnRedis::start() else { return };
     let redis = tier(&own).await;
-    let store = AuthStore::new(
-        Some(redis.clone()),
-        Some(sqlite_memory().await),
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = uncached(Some(redis.clone()), Some(sqlite_memory().await));
     fill(&store, 60, 16, &WriteOptions::default()).await;
     redis.flush_tracking().await.unwrap();
     let used = redis.used_memory().await.unwrap();
@@ -184,26 +168,10 @@ async fn refuses_to_evict_what_sql_does_not_hold() {
     let Some(own) = OwnRedis::start() else { return };
     let redis = tier(&own).await;
     // no SQL tier at all
-    let redis_only = AuthStore::new(
-        Some(redis.clone()),
-        None,
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let redis_only = uncached(Some(redis.clone()), None);
     fill(&redis_only, 4, 2, &WriteOptions::default()).await;
     // a SQL tier, but a write that skipped it
-    let both = AuthStore::new(
-        Some(redis.clone()),
-        Some(sqlite_memory().await),
-        StoreOptions {
-            cache_max_bytes: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let both = uncached(Some(redis.clone()), Some(sqlite_memory().await));
     let skip_sql = WriteOptions {
         sync_to_database: false,
         ttl: None,
@@ -240,17 +208,7 @@ async fn writes_racing_evictions_are_never_lost() {
     let Some(own) = OwnRedis::start() else { return };
     let redis = tier(&own).await;
     let sql = sqlite_memory().await;
-    let store = Arc::new(
-        AuthStore::new(
-            Some(redis.clone()),
-            Some(sql),
-            StoreOptions {
-                cache_max_bytes: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = Arc::new(uncached(Some(redis.clone()), Some(sql)));
     let manager = Arc::new(MemoryManager::new(redis.clone(), opts(1, Measure::Store)).unwrap());
     let sessions = 6;
     let rounds = 40;

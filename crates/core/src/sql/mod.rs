@@ -21,6 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{SessionId, Value, WriteBatch};
 
+/// Calls the function of that name in the module of `$pool`'s dialect, with the pool first.
+macro_rules! on_dialect {
+    ($pool:expr, $f:ident($($arg:expr),*)) => {
+        match $pool {
+            Pool::Postgres(p) => postgres::$f(p, $($arg),*).await,
+            Pool::MySql(p) => mysql::$f(p, $($arg),*).await,
+            Pool::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
+        }
+    };
+}
+
 /// Highest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 1;
 /// Applies the migrations newer than the recorded version on `$conn` (a transaction or a locked
@@ -146,13 +157,7 @@ impl Committer {
         let merged = Merged::of(jobs.iter().map(|j| (&j.sid, &j.batch)));
         let now = now_ms();
         let pool = &self.pool;
-        let write = Box::pin(async move {
-            match pool {
-                Pool::Postgres(p) => postgres::write(p, &merged, now).await,
-                Pool::MySql(p) => mysql::write(p, &merged, now).await,
-                Pool::Sqlite(p) => sqlite::write(p, &merged, now).await,
-            }
-        });
+        let write = Box::pin(async move { on_dialect!(pool, write(&merged, now)) });
         let r = with_timeout(Tier::Database, "write", self.timeout, async {
             write
                 .await
@@ -318,12 +323,7 @@ impl SqlStore {
         // Migrations may wait for another process's lock: give them a longer deadline.
         let deadline = opts.timeout.max(Duration::from_secs(30));
         with_timeout(Tier::Database, "migrate", deadline, async {
-            match &store.pool {
-                Pool::Postgres(p) => postgres::migrate(p).await,
-                Pool::MySql(p) => mysql::migrate(p).await,
-                Pool::Sqlite(p) => sqlite::migrate(p).await,
-            }
-            .map_err(|e| store.err(e))
+            on_dialect!(&store.pool, migrate()).map_err(|e| store.err(e))
         })
         .await?;
         Ok(Arc::new(store))
@@ -359,11 +359,7 @@ impl SqlStore {
 
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
         self.call("select creds", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::get_creds(p, sid).await,
-                Pool::MySql(p) => mysql::get_creds(p, sid).await,
-                Pool::Sqlite(p) => sqlite::get_creds(p, sid).await,
-            }
+            on_dialect!(&self.pool, get_creds(sid))
         })
         .await
     }
@@ -379,11 +375,7 @@ impl SqlStore {
             return Ok(Vec::new());
         }
         self.call("select keys", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::get_keys(p, sid, kind, ids).await,
-                Pool::MySql(p) => mysql::get_keys(p, sid, kind, ids).await,
-                Pool::Sqlite(p) => sqlite::get_keys(p, sid, kind, ids).await,
-            }
+            on_dialect!(&self.pool, get_keys(sid, kind, ids))
         })
         .await
     }
@@ -437,35 +429,21 @@ impl SqlStore {
     /// Removes a session's keys, and its creds row too unless `keep_creds`.
     pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
         self.call("delete session", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::delete_session(p, sid, keep_creds).await,
-                Pool::MySql(p) => mysql::delete_session(p, sid, keep_creds).await,
-                Pool::Sqlite(p) => sqlite::delete_session(p, sid, keep_creds).await,
-            }
+            on_dialect!(&self.pool, delete_session(sid, keep_creds))
         })
         .await
     }
 
     /// Records and value bytes per key type of one session, in type order.
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
-        self.call("summary", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::summary(p, sid).await,
-                Pool::MySql(p) => mysql::summary(p, sid).await,
-                Pool::Sqlite(p) => sqlite::summary(p, sid).await,
-            }
-        })
-        .await
+        self.call("summary", async { on_dialect!(&self.pool, summary(sid)) })
+            .await
     }
 
     /// Every id of one type in one session.
     pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
         self.call("list ids", async {
-            match &self.pool {
-                Pool::Postgres(p) => postgres::list_ids(p, sid, kind).await,
-                Pool::MySql(p) => mysql::list_ids(p, sid, kind).await,
-                Pool::Sqlite(p) => sqlite::list_ids(p, sid, kind).await,
-            }
+            on_dialect!(&self.pool, list_ids(sid, kind))
         })
         .await
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wa_auth_core::{RedisOptions, RedisTier, SqlOptions, SqlStore};
+use wa_auth_core::{AuthStore, RedisOptions, RedisTier, SqlOptions, SqlStore, StoreOptions};
 
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -150,4 +150,13 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A store without the in-process cache, so every read reaches the tiers.
+pub fn uncached(redis: Option<Arc<RedisTier>>, sql: Option<Arc<SqlStore>>) -> AuthStore {
+    let options = StoreOptions {
+        cache_max_bytes: 0,
+        ..Default::default()
+    };
+    AuthStore::new(redis, sql, options).expect("a store with at least one tier")
 }
