@@ -225,10 +225,10 @@ for (const cfg of configs) {
       try {
         if (cfg.database) {
           await store.saveCreds(sid, { creds: { a: 1 }, keys: { session: { x: { v: 1 } } } }, { ttl: 120 })
-          const ttl = await raw.pttl(`wa:{${sid}}:k:session`)
+          const ttl = await raw.pttl(`wa:{s:${sid}}:k:session`)
           expect(ttl).toBeGreaterThan(100_000)
           expect(ttl).toBeLessThanOrEqual(120_000)
-          expect(await raw.pttl(`wa:{${sid}}:creds`)).toBeGreaterThan(100_000)
+          expect(await raw.pttl(`wa:{s:${sid}}:c`)).toBeGreaterThan(100_000)
         } else {
           await expect(store.setKeys(sid, { session: { x: { v: 1 } } }, { ttl: 120 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' })
         }

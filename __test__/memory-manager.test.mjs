@@ -53,15 +53,15 @@ describe.skipIf(!hasRedisServer)('RedisMemoryManager', () => {
       expect(stats.evictions).toBe(report.evictedForMemory)
       expect(stats.totalSessions).toBe(30 - report.evictedForMemory)
       expect(stats.sessionMetadata[0].sessionId).toBe('s0')
-      expect(await raw.exists('wa:{s1}:creds')).toBe(0)
-      expect(await raw.exists('wa:{s0}:creds')).toBe(1)
+      expect(await raw.exists('wa:{s:s1}:c')).toBe(0)
+      expect(await raw.exists('wa:{s:s0}:c')).toBe(1)
       for (let i = 0; i < 30; i++) {
         const want = sessionData(i)
         expect((await store.getCreds(`s${i}`)).creds).toEqual(want.creds)
         const got = await store.getKeys(`s${i}`, 'pre-key', Object.keys(want.keys['pre-key']))
         expect(got).toEqual(want.keys['pre-key'])
       }
-      expect(await raw.exists('wa:{s1}:creds')).toBe(1) // warmed back
+      expect(await raw.exists('wa:{s:s1}:c')).toBe(1) // warmed back
       const tiers = await store.stats()
       expect(tiers.sqlHits).toBeGreaterThan(0)
       expect(warnings).toEqual([])
@@ -105,7 +105,7 @@ describe.skipIf(!hasRedisServer)('RedisMemoryManager', () => {
       expect(stats.evictions).toBe(1)
       expect(stats.running).toBe(true)
       expect(stats.tiers).toMatchObject({ redisHits: expect.any(Number), sqlHits: expect.any(Number) })
-      expect(await raw.exists('wa:{idle}:creds')).toBe(0)
+      expect(await raw.exists('wa:{s:idle}:c')).toBe(0)
       expect((await store.getCreds('idle')).creds).toEqual({ owner: 's2' })
     } finally {
       await store.close()

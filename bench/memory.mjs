@@ -75,7 +75,7 @@ export async function runMemoryBench(print = console.log) {
   }
   const inRedis = mm.sessionMetadata.slice(0, 20).map((m) => m.sessionId)
   const evicted = []
-  for (let i = 0; i < N && evicted.length < 20; i++) if (!(await raw.exists(`wa:{bench-${i}}:creds`))) evicted.push(`bench-${i}`)
+  for (let i = 0; i < N && evicted.length < 20; i++) if (!(await raw.exists(`wa:{s:bench-${i}}:c`))) evicted.push(`bench-${i}`)
   const hot = []
   for (const sid of inRedis) hot.push(await read(store, sid))
   const warm = []

@@ -56,7 +56,7 @@ const workloads = {
       if (Object.keys(got).length !== 200) throw new Error('fan-out lost records')
       if (native && ctx.redis) {
         const t2 = now()
-        await ctx.redis.hmget(`wa:{${sid}}:k:session`, ...ids)
+        await ctx.redis.hmget(`wa:{s:${sid}}:k:session`, ...ids)
         raw.push(now() - t2)
         // the same 200 values through the store's async native call, as bytes: what the store
         // costs before the JavaScript JSON decode every system pays
@@ -140,7 +140,7 @@ async function footprint(list, ctx, print) {
       await sys.set(`${tag}-${i}`, p.keys)
     }
     let redisBytes = 0
-    const pattern = spec.community ? `community:${tag}-*` : `wa:{${tag}-*`
+    const pattern = spec.community ? `community:${tag}-*` : `wa:{s:${tag}-*`
     let cursor = '0'
     do {
       const [next, keys] = await ctx.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)

@@ -9,34 +9,75 @@ const { BaileysAuthStore, openAuthStore } = require('./store.js')
 const LIST_BATCH = 500
 
 /**
- * Writes creds snapshots in call order while coalescing bursts: a call made while a write is in
- * flight waits for it, then the newest snapshot is written once for every caller that waited.
+ * Writes creds snapshots strictly in call order while coalescing bursts.
+ *
+ * At most one `write` runs at a time. A call made while the writer is idle starts a write of its
+ * bytes at once. Every call made while a write is in flight joins the one `next` slot and replaces
+ * its bytes, so the slot carries the newest snapshot; when the in-flight write settles (whether it
+ * resolved or rejected), that same callback starts the slot's write before anything else can run.
+ * There is never a moment at which the writer looks idle while a slot is waiting, so a later call
+ * can never overtake an earlier one and a stale snapshot can never be written last.
+ *
+ * Each caller's promise settles with the outcome of the write that carried its snapshot (or a
+ * newer one): the value `write` resolved with, or its error. A failure rejects only the callers
+ * that write served; the next call writes again.
+ *
+ * @param write (bytes) => Promise: persists one snapshot
+ * @returns (bytes) => Promise
  */
 function makeCredsWriter(write) {
-  let inflight = null
-  let queued = null
-  const run = (bytes) => {
-    const p = write(bytes).finally(() => {
-      if (inflight === p) inflight = null
+  let busy = false
+  // The callers waiting for the write after the in-flight one: { bytes, promise, resolve, reject }.
+  let next = null
+
+  const slot = (bytes) => {
+    const s = { bytes, promise: null, resolve: null, reject: null }
+    s.promise = new Promise((resolve, reject) => {
+      s.resolve = resolve
+      s.reject = reject
     })
-    inflight = p
-    return p
+    return s
   }
-  return (bytes) => {
-    if (!inflight) return run(bytes)
-    if (queued) {
-      queued.bytes = bytes
-      return queued.promise
+
+  const start = (s) => {
+    busy = true
+    let p
+    try {
+      p = Promise.resolve(write(s.bytes))
+    } catch (err) {
+      p = Promise.reject(err)
     }
-    const slot = { bytes, promise: null }
-    slot.promise = inflight
-      .catch(() => {})
-      .then(() => {
-        queued = null
-        return run(slot.bytes)
-      })
-    queued = slot
-    return slot.promise
+    s.bytes = null
+    p.then(
+      (value) => {
+        advance()
+        s.resolve(value)
+      },
+      (err) => {
+        advance()
+        s.reject(err)
+      },
+    )
+  }
+
+  // Runs in the settle callback of the in-flight write: hands over to the waiting slot, if any,
+  // without ever leaving the writer idle in between.
+  const advance = () => {
+    const s = next
+    next = null
+    if (s) start(s)
+    else busy = false
+  }
+
+  return (bytes) => {
+    if (next) {
+      next.bytes = bytes
+      return next.promise
+    }
+    const s = slot(bytes)
+    if (busy) next = s
+    else start(s)
+    return s.promise
   }
 }
 

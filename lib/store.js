@@ -8,6 +8,7 @@ const { resolveBaileys } = require('./baileys.js')
 const { RedisMemoryManager } = require('./memory-manager.js')
 const { encodeValue, decodeValue } = require('./codec.js')
 const { WaAuthStoreError, call, convertError, invalid } = require('./errors.js')
+const { wellFormed } = require('./validate.js')
 
 /** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
 const KNOWN_TYPES = [
@@ -57,8 +58,10 @@ function flattenKeys(data) {
     const entries = data[type]
     if (entries == null) continue
     if (typeof entries !== 'object') throw invalid(`keys.${type} must be an object of { [id]: value | null }`)
+    wellFormed(type, 'key type')
     for (const id of Object.keys(entries)) {
       const value = entries[id]
+      wellFormed(id, 'key id')
       types.push(type)
       ids.push(id)
       values.push(value == null ? null : encodeValue(value))
@@ -71,6 +74,7 @@ function checkSessionId(sessionId) {
   if (typeof sessionId !== 'string') {
     throw new WaAuthStoreError('ERR_INVALID_SESSION_ID', `session id must be a string, got ${typeof sessionId}`)
   }
+  wellFormed(sessionId, 'session id')
 }
 
 class BaileysAuthStore {
@@ -89,11 +93,15 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues = true } = options ?? {}
+    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues = true, logger } = options ?? {}
+    if (logger != null && (typeof logger !== 'object' || typeof logger.warn !== 'function')) {
+      throw invalid('logger must have warn(obj, msg) and error(obj, msg) methods (pino\'s shape)')
+    }
+    this._logger = logger ?? CONSOLE_LOGGER
     this._compactValues = compactValues !== false
     if (durability !== 'write-through' && durability !== 'write-behind') throw invalid("durability must be 'write-through' or 'write-behind'")
     if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
-    if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs > 0)) throw invalid('flushIntervalMs must be a positive number')
+    if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs >= 1)) throw invalid('flushIntervalMs must be a number of milliseconds >= 1')
     this._writeBehindMs = durability === 'write-behind' ? flushIntervalMs : undefined
     if (memoryManager && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._redis = redisAdapter
@@ -113,6 +121,7 @@ class BaileysAuthStore {
     this._ready ??= (async () => {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
       const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues }))
+      native.setLogger((level, code, message) => report(this._logger, level, code, message))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
         this.memoryManager._store = { stats: () => native.stats() }
@@ -181,6 +190,11 @@ class BaileysAuthStore {
     checkSessionId(sessionId)
     if (typeof type !== 'string') throw invalid('key type must be a string')
     if (!Array.isArray(ids)) throw invalid('ids must be an array of strings')
+    wellFormed(type, 'key type')
+    for (const id of ids) {
+      if (typeof id !== 'string') throw invalid('ids must be an array of strings')
+      wellFormed(id, 'key id')
+    }
     const out = {}
     if (ids.length === 0) return out
     const native = await this._native()
@@ -211,6 +225,8 @@ class BaileysAuthStore {
     const data = {}
     for (const f of fields) {
       const { type, id } = parseField(f)
+      wellFormed(type, 'key type')
+      wellFormed(id, 'key id')
       ;(data[type] ??= {})[id] = null
     }
     return this._write(sessionId, null, data)
@@ -220,6 +236,7 @@ class BaileysAuthStore {
   async listIds(sessionId, type) {
     checkSessionId(sessionId)
     if (typeof type !== 'string') throw invalid('key type must be a string')
+    wellFormed(type, 'key type')
     const native = await this._native()
     return call(() => native.listIds(sessionId, type))
   }
@@ -251,6 +268,16 @@ class BaileysAuthStore {
     return call(() => native.flushAll())
   }
 
+  /**
+   * Removes a session and the record of its deletion (its SQL tombstone row and Redis meta).
+   * For tests and tools that own the deployment: deleteCreds() is what a bot calls.
+   */
+  async purgeSession(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    await call(() => native.purgeSession(sessionId))
+  }
+
   /** Hits and misses per tier, cache bytes. */
   async stats() {
     const native = await this._native()
@@ -267,6 +294,22 @@ class BaileysAuthStore {
     const native = ready ? await ready.catch(() => null) : null
     if (native) await call(() => native.close())
     await Promise.all([this._redis?.disconnect(), this._orm?.disconnect()])
+  }
+}
+
+/** Default logger: warnings and errors to the console. */
+const CONSOLE_LOGGER = {
+  warn: (obj, msg) => console.warn(`wa-auth-store: ${msg} (${obj.code})`),
+  error: (obj, msg) => console.error(`wa-auth-store: ${msg} (${obj.code})`),
+}
+
+/** Hands a background report to a pino-shaped logger; a logger that throws is not our failure. */
+function report(logger, level, code, message) {
+  try {
+    const fn = typeof logger[level] === 'function' ? logger[level] : logger.warn
+    fn.call(logger, { code, component: 'wa-auth-store' }, message)
+  } catch {
+    // the logger itself failed: nothing better to do than to keep going
   }
 }
 

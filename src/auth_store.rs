@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, FnArgs};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use wa_auth_core::events::{EventSink, Level};
 use wa_auth_core::model::Value;
 use wa_auth_core::{AuthStore, KeyWrite, SessionId, StoreOptions, WriteBatch, WriteOptions};
 
@@ -49,6 +51,32 @@ pub struct NativeStoreStats {
     pub redis_misses: f64,
     pub sql_hits: f64,
     pub sql_misses: f64,
+    /// Sessions whose Redis copy was found behind SQL and rebuilt.
+    pub redis_rebuilds: f64,
+    pub sql_transactions: f64,
+    pub sql_writes: f64,
+    /// Background problems reported to the logger.
+    pub warnings: f64,
+    pub errors: f64,
+}
+
+type LogArgs = FnArgs<(String, String, String)>;
+/// `(level, code, message)`, called on the JavaScript thread; weak: never keeps Node alive.
+type LogFn = ThreadsafeFunction<LogArgs, (), LogArgs, napi::Status, false, true>;
+
+/// Forwards the core's background reports to a JavaScript function.
+struct JsLogger(LogFn);
+
+impl EventSink for JsLogger {
+    fn emit(&self, level: Level, code: &str, message: &str) {
+        let args = (
+            level.as_str().to_string(),
+            code.to_string(),
+            message.to_string(),
+        );
+        self.0
+            .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
 }
 
 /// Opaque values keyed by `(session, type, id)` over the configured tiers. Values are bytes;
@@ -142,7 +170,7 @@ impl NativeAuthStore {
         ids: Vec<String>,
         #[napi(ts_arg_type = "Array<Buffer | null>")] values: Vec<Option<Buffer>>,
         options: Option<NativeWriteOptions>,
-    ) -> napi::Result<()> {
+    ) -> napi::Result<f64> {
         // Copy the bytes now: JavaScript may reuse the memory once we yield.
         let creds = creds.map(|b| Value::from(&b[..]));
         if types.len() != ids.len() || ids.len() != values.len() {
@@ -168,10 +196,25 @@ impl NativeAuthStore {
                 opts.ttl = Some(millis(o.ttl_ms, std::time::Duration::ZERO)?);
             }
         }
-        self.inner
+        let version = self
+            .inner
             .write(&sid, WriteBatch { creds, keys }, &opts)
             .await
-            .napi()
+            .napi()?;
+        Ok(version as f64)
+    }
+
+    /// Sends background warnings and errors to `log(level, code, message)`.
+    #[napi(ts_args_type = "log: (level: string, code: string, message: string) => void")]
+    pub fn set_logger(&self, log: LogFn) {
+        self.inner.set_event_sink(Some(Arc::new(JsLogger(log))));
+    }
+
+    /// Removes a session and the record of its deletion (tests and tools).
+    #[napi]
+    pub async fn purge_session(&self, session_id: String) -> napi::Result<()> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.purge_session(&sid).await.napi()
     }
 
     /// Copies records written with `syncToDatabase: false` to SQL; returns how many.
@@ -231,6 +274,11 @@ impl NativeAuthStore {
             redis_misses: s.redis_misses as f64,
             sql_hits: s.sql_hits as f64,
             sql_misses: s.sql_misses as f64,
+            redis_rebuilds: s.redis_rebuilds as f64,
+            sql_transactions: s.sql_transactions as f64,
+            sql_writes: s.sql_writes as f64,
+            warnings: s.warnings as f64,
+            errors: s.errors as f64,
         }
     }
 

@@ -21,7 +21,7 @@ impl<T> IntoNapi<T> for Result<T, Error> {
 pub fn millis(ms: Option<f64>, default: std::time::Duration) -> napi::Result<std::time::Duration> {
     match ms {
         None => Ok(default),
-        Some(v) if v.is_finite() && v > 0.0 && v < 1e12 => {
+        Some(v) if (1.0..1e12).contains(&v) => {
             Ok(std::time::Duration::from_millis(v as u64))
         }
         Some(v) => Err(to_napi(Error::invalid(format!(
@@ -46,7 +46,8 @@ mod tests {
         let d = Duration::from_secs(5);
         assert_eq!(millis(None, d).unwrap(), d);
         assert_eq!(millis(Some(250.0), d).unwrap(), Duration::from_millis(250));
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        // below a millisecond would be a zero duration: a busy loop for an interval
+        for bad in [0.0, 0.5, -1.0, f64::NAN, f64::INFINITY] {
             assert!(millis(Some(bad), d)
                 .unwrap_err()
                 .reason

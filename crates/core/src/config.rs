@@ -11,32 +11,159 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default byte budget of the in-process cache.
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Returns `url` with its password (if any) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
+/// Query parameters whose value is a credential. Names are compared after form-decoding,
+/// lowercasing and dropping everything but ASCII letters and digits, so `ssl_password`,
+/// `sentinelPassword`, `SSLPASSWORD` and `pass%77ord` all match.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "auth",
+    "authtoken",
+    "token",
+    "accesstoken",
+    "secret",
+    "clientsecret",
+    "apikey",
+];
+/// Name endings that mark a credential as well (`sentinelpassword`, `sslpassword`, `redispwd`…).
+const SECRET_SUFFIXES: &[&str] = &["password", "passwd", "passphrase", "pwd", "secret", "token"];
+/// Parameter separators: `&`, and `;` inside a piece (some parsers split on it too).
+const PARAM_SEPARATORS: &[char] = &['&', ';'];
+
+fn is_secret_param(raw_name: &str) -> bool {
+    let name: String = form_decode(raw_name)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SECRET_PARAMS.contains(&name.as_str()) || SECRET_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Percent-decodes `s`; malformed escapes stay as written (so, unlike
+/// [`crate::ident::unescape`], a stray `%` cannot make a secret undecodable).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
         }
-        Ok(_) => url.to_string(),
-        Err(_) => "<unparsable url>".to_string(),
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `application/x-www-form-urlencoded` decoding (what `Url::query_pairs` does): `+` is a space.
+fn form_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
+}
+
+/// Calls `f` with the raw value of every credential parameter of `query`; pieces that are not
+/// credentials are searched again split on the next separator.
+fn each_secret_param<'a>(query: &'a str, seps: &[char], f: &mut impl FnMut(&'a str)) {
+    let Some((&sep, rest)) = seps.split_first() else {
+        return;
+    };
+    for piece in query.split(sep) {
+        match piece.split_once('=') {
+            Some((name, value)) if is_secret_param(name) => f(value),
+            _ => each_secret_param(piece, rest, f),
+        }
     }
 }
 
-/// The password of `url`, percent-decoded, for scrubbing error messages.
+/// `query` with the value of every credential parameter replaced by `***`, and whether any was.
+fn redact_query(query: &str, seps: &[char]) -> (String, bool) {
+    let Some((&sep, rest)) = seps.split_first() else {
+        return (query.to_string(), false);
+    };
+    let mut changed = false;
+    let pieces: Vec<String> = query
+        .split(sep)
+        .map(|piece| match piece.split_once('=') {
+            Some((name, value)) if is_secret_param(name) && !value.is_empty() => {
+                changed = true;
+                format!("{name}=***")
+            }
+            _ => {
+                let (piece, c) = redact_query(piece, rest);
+                changed |= c;
+                piece
+            }
+        })
+        .collect();
+    (pieces.join(sep.encode_utf8(&mut [0; 4])), changed)
+}
+
+/// The query of `url` as written: after the first `?`, up to the `#`.
+fn raw_query(url: &str) -> Option<&str> {
+    let q = &url[url.find('?')? + 1..];
+    Some(q.split('#').next().unwrap_or(q))
+}
+
+/// The password of a URL `url::Url` cannot parse, found by hand: `scheme://user:password@host…`.
+fn raw_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(&userinfo[userinfo.find(':')? + 1..])
+}
+
+/// Returns `url` with its password (if any) and the values of its credential query parameters
+/// (`password=`, `sslpassword=`, `sentinelPassword=`, `token=`…) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "<unparsable url>".to_string();
+    };
+    let mut changed = false;
+    if u.password().is_some() {
+        changed |= u.set_password(Some("***")).is_ok();
+    }
+    if let Some((query, true)) = u.query().map(|q| redact_query(q, PARAM_SEPARATORS)) {
+        u.set_query(Some(&query));
+        changed = true;
+    }
+    if changed {
+        u.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+/// Every secret `url` carries, for scrubbing error messages: the password and the values of the
+/// credential query parameters, each as written, as the URL parser normalises it, percent-decoded
+/// and form-decoded. Longest first, so a secret that contains another is scrubbed whole.
 pub(crate) fn url_secrets(url: &str) -> Vec<String> {
-    let Ok(u) = url::Url::parse(url) else {
-        return Vec::new();
-    };
-    let Some(p) = u.password() else {
-        return Vec::new();
-    };
-    let mut out = vec![p.to_string()];
-    if let Some(decoded) = crate::ident::unescape(p) {
-        if decoded != p {
-            out.push(decoded);
+    let mut raw: Vec<&str> = Vec::new();
+    let parsed = url::Url::parse(url).ok();
+    match &parsed {
+        Some(u) => raw.extend(u.password()),
+        None => raw.extend(raw_password(url)),
+    }
+    for query in [raw_query(url), parsed.as_ref().and_then(|u| u.query())]
+        .into_iter()
+        .flatten()
+    {
+        each_secret_param(query, PARAM_SEPARATORS, &mut |v| raw.push(v));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in raw {
+        for s in [r.to_string(), percent_decode(r), form_decode(r)] {
+            if !s.is_empty() && !out.contains(&s) {
+                out.push(s);
+            }
         }
     }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     out
 }
 
@@ -160,5 +287,123 @@ mod tests {
         let s = url_secrets("postgres://u:p%40ss@h/db");
         assert!(s.contains(&"p%40ss".to_string()) && s.contains(&"p@ss".to_string()));
         assert!(url_secrets("redis://localhost").is_empty());
+    }
+
+    fn has(secrets: &[String], s: &str) -> bool {
+        secrets.iter().any(|x| x == s)
+    }
+
+    /// Every URL here carries the secret `s3cret` (some percent-encoded) in its query.
+    const QUERY_SECRET_URLS: &[&str] = &[
+        "redis-sentinel://host:26379/0?sentinelServiceName=m&sentinelPassword=s3cret",
+        "postgres://u@h/db?password=s3cret",
+        "postgres://u@h/db?sslmode=require&sslpassword=s3cret",
+        "mysql://u@h/db?pass=s3cret",
+        "mysql://u@h/db?pwd=s3cret",
+        "redis://h:6379?auth=s3cret",
+        "redis://h:6379/0?token=s3cret&x=1",
+        "redis://h:6379/0?secret=s3cret#frag",
+        "postgres://u@h/db?PASSWORD=s3cret",
+        "postgres://u@h/db?ssl_password=s3cret",
+        "postgres://u@h/db?pass%77ord=s3cret",
+        "postgres://u@h/db?%70assword=%733cret",
+        "postgres://u@h/db?application_name=x;password=s3cret",
+    ];
+
+    #[test]
+    fn url_secrets_include_query_credentials() {
+        for url in QUERY_SECRET_URLS {
+            let s = url_secrets(url);
+            assert!(has(&s, "s3cret"), "{url}: {s:?}");
+        }
+        // The non-secret parameters are left alone.
+        let s = url_secrets(QUERY_SECRET_URLS[0]);
+        assert_eq!(s, vec!["s3cret".to_string()]);
+        assert!(url_secrets("postgres://u@h/db?sslmode=require&application_name=app").is_empty());
+        assert!(url_secrets("redis://h/0?authSource=admin&bypass=1").is_empty());
+    }
+
+    #[test]
+    fn url_secrets_include_raw_and_decoded_forms() {
+        let s = url_secrets("postgres://u@h/db?password=p%40ss%2Bw+rd");
+        for form in ["p%40ss%2Bw+rd", "p@ss+w+rd", "p@ss+w rd"] {
+            assert!(has(&s, form), "{form}: {s:?}");
+        }
+        // As the URL parser normalises it (a raw space becomes %20) and as written.
+        let s = url_secrets("postgres://u@h/db?password=a b");
+        assert!(has(&s, "a b") && has(&s, "a%20b"), "{s:?}");
+        // Malformed escapes do not hide the secret.
+        let s = url_secrets("postgres://u@h/db?password=100%zz%41");
+        assert!(has(&s, "100%zz%41") && has(&s, "100%zzA"), "{s:?}");
+        // Userinfo password and query password together.
+        let s = url_secrets("redis-sentinel://:p%40ss@h:26379/0?sentinelPassword=other");
+        assert!(
+            has(&s, "p%40ss") && has(&s, "p@ss") && has(&s, "other"),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn url_secrets_are_longest_first() {
+        let s = url_secrets("postgres://u:ab@h/db?password=xab%21");
+        let lens: Vec<usize> = s.iter().map(String::len).collect();
+        assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{s:?}");
+        let scrubbed = crate::error::scrub("bad password xab%21 / xab!".into(), &s);
+        assert_eq!(scrubbed, "bad password *** / ***");
+    }
+
+    #[test]
+    fn url_secrets_of_an_unparsable_url() {
+        let s = url_secrets("redis://user:s3cret@[bad-host/0?password=q%21");
+        assert!(
+            has(&s, "s3cret") && has(&s, "q%21") && has(&s, "q!"),
+            "{s:?}"
+        );
+        assert!(url_secrets("not a url").is_empty());
+    }
+
+    #[test]
+    fn redact_url_redacts_query_credentials() {
+        for url in QUERY_SECRET_URLS {
+            let r = redact_url(url);
+            assert!(
+                !r.contains("s3cret") && !r.contains("%733cret"),
+                "{url} -> {r}"
+            );
+            assert!(r.contains("***"), "{url} -> {r}");
+        }
+        assert_eq!(
+            redact_url(QUERY_SECRET_URLS[0]),
+            "redis-sentinel://host:26379/0?sentinelServiceName=m&sentinelPassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db?sslmode=require&password=p%40ss&application_name=a"),
+            "postgres://u:***@h/db?sslmode=require&password=***&application_name=a"
+        );
+        // Nothing secret: the URL is returned exactly as given.
+        let plain = "postgres://u@h/db?sslmode=require&application_name=app";
+        assert_eq!(redact_url(plain), plain);
+        assert_eq!(redact_url("redis://localhost"), "redis://localhost");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password="),
+            "postgres://u@h/db?password="
+        );
+        assert_eq!(redact_url("redis://[bad"), "<unparsable url>");
+    }
+
+    #[test]
+    fn debug_redacts_query_credentials() {
+        let r = RedisOptions::new(
+            "redis-sentinel://:p4ss@host:26379/0?sentinelServiceName=m&sentinelPassword=s3cret",
+        );
+        let s = format!("{r:?}");
+        assert!(!s.contains("s3cret") && !s.contains("p4ss"), "{s}");
+        assert!(s.contains("sentinelServiceName=m"), "{s}");
+        let q = SqlOptions::new("postgres://u@h/db?sslpassword=s%40cret&password=s3cret");
+        let s = format!("{q:?}");
+        assert!(
+            !s.contains("s3cret") && !s.contains("s%40cret") && !s.contains("s@cret"),
+            "{s}"
+        );
     }
 }

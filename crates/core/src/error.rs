@@ -19,7 +19,7 @@ impl fmt::Display for Tier {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),

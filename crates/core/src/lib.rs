@@ -4,7 +4,9 @@
 pub mod cache;
 pub mod codec;
 pub mod config;
+pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod ident;
 pub mod memory;
 pub mod model;

@@ -1,16 +1,23 @@
 //! The Redis tier: one fred client, one round trip per batch.
 //!
-//! Layout, with `{sid}` as hash tag so a session lives in one cluster slot:
-//! `<prefix>:{sid}:creds` (string), `<prefix>:{sid}:k:<type>` (hash id -> value) and
-//! `<prefix>:{sid}:types` (set of the type names the session has, so a session can be cleared
-//! without a SCAN), `<prefix>:{sid}:dirty` (hash: records written to Redis only -> a version that
-//! each such write bumps; a session with dirty records is never evicted) and `<prefix>:{sid}:gen`
-//! (bumped by each eviction, so a warm from SQL that raced an eviction is dropped).
+//! Layout (v2), with `{s:<sid>}` as hash tag so a session lives in one cluster slot, and the
+//! store's own keys under `{m}`, a tag no session can produce (session tags always begin `s:`):
+//! - `<p>:{s:<sid>}:c` creds, `<p>:{s:<sid>}:k:<type>` hash id -> record: every record is an
+//!   envelope (`crate::envelope`: the version that wrote it, then the value or a tombstone);
+//! - `<p>:{s:<sid>}:t` set of the (escaped) type names the session has;
+//! - `<p>:{s:<sid>}:d` dirty hash: records written to Redis only (`<type>\0<id>`, `\0c` for
+//!   creds) -> the version that wrote them; `\0n` marks a session with no SQL copy;
+//! - `<p>:{s:<sid>}:m` meta hash: `ver` (highest version applied), `clr` (cleared below this
+//!   version), `gen` (bumped by deletes, clears, evictions and rebuilds: a warm from SQL that
+//!   raced one of them is dropped).
+//! - `<p>:{m}:lru` / `:count` / `:size` / `:dirty` / `:evictions`: the memory manager's shared
+//!   LRU, access counts, sizes, the index of sessions with dirty records, the eviction counter.
+//!
 //! Session ids and type names are escaped ([`crate::ident::escape`]).
 //!
-//! Access tracking for the memory manager is shared by every process: `<prefix>:{mm}:lru` (sorted
-//! set session -> last access ms), `<prefix>:{mm}:count` (hash session -> accesses),
-//! `<prefix>:{mm}:size` (hash session -> bytes measured) and `<prefix>:{mm}:evictions`.
+//! Every script only moves a record forward: a write applies over an older version only, and
+//! refuses to run on a session whose `ver` is below what the caller knows was applied (Redis
+//! lost writes: restarted empty, restored from an older snapshot, failed over).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,123 +31,216 @@ use parking_lot::Mutex;
 
 use crate::cache::KeyCache;
 use crate::config::{url_secrets, RedisOptions};
+use crate::envelope::{self, Opened};
 use crate::error::{scrub, with_timeout, Error, Result, Tier};
+use crate::events::Events;
 use crate::ident::escape;
 use crate::model::{SessionId, Value, WriteBatch};
 use crate::sql::TypeSummary;
 
-/// Fills hash fields read from SQL without overwriting anything a writer stored meanwhile.
-/// KEYS[1] the type's hash, KEYS[2] the session's type set; ARGV[1] the type name, then pairs.
-/// Applies one write batch. KEYS: creds, types set, dirty hash, then one hash per type in ARGV
-/// order. ARGV: ttl ms (0: none), durability ('d' clean the records' dirty marks, 'r' bump them,
-/// 'n' mark the session as having no SQL copy), has-creds flag, creds, then per type: name,
-/// number of puts, number of deletes, the puts as id/value pairs, the deleted ids.
+/// Applies one write batch at one version. KEYS: creds, types, dirty, meta, then one hash per
+/// type in ARGV order. ARGV: floor, ttl ms (0: none), mode ('d' durable: the records become
+/// clean; 'r' Redis only: they are marked dirty, deletes leave tombstones; 'n' no SQL tier),
+/// version as 8 bytes, version as a number, has-creds flag, creds envelope, tombstone envelope,
+/// then per type: escaped name, number of puts, number of deletes, the puts as id/envelope
+/// pairs, the deleted ids. Returns 1, -1 when the session's `ver` is below the floor (Redis lost
+/// writes), -2 when the version is not above the session's cleared watermark.
 const WRITE_LUA: &str = r#"
+local floor, ttl, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local vb, vnum, tomb = ARGV[4], tonumber(ARGV[5]), ARGV[8]
+local m = redis.call('HMGET', KEYS[4], 'ver', 'clr')
+local ver = tonumber(m[1]) or 0
+if ver < floor then return -1 end
+if vnum <= (tonumber(m[2]) or 0) then return -2 end
+local function newer(old) return (not old) or string.sub(old, 1, 8) < vb end
 local function chunked(cmd, key, list)
   for s = 1, #list, 1000 do
     redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list)))
   end
 end
-local ttl = tonumber(ARGV[1])
-local mode = ARGV[2]
-local names = {}
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[1], ARGV[4])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-  names[#names + 1] = '\0creds'
+local function hmget(key, ids)
+  local out = {}
+  for s = 1, #ids, 1000 do
+    local got = redis.call('HMGET', key, unpack(ids, s, math.min(s + 999, #ids)))
+    for j = 1, #got do out[s + j - 1] = got[j] end
+  end
+  return out
 end
-local i, k, stored = 5, 4, {}
+local names, touched, stored, deleted = {}, {}, {}, false
+if ARGV[6] == '1' then
+  if newer(redis.call('GET', KEYS[1])) then redis.call('SET', KEYS[1], ARGV[7]) end
+  names[#names + 1] = '\0c'
+  touched[#touched + 1] = KEYS[1]
+end
+local i, k = 9, 5
 while i <= #ARGV do
   local t, np, nd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local key = KEYS[k]
   i, k = i + 3, k + 1
-  if np > 0 then
-    local fv = {}
-    for _ = 1, np do
-      fv[#fv + 1] = ARGV[i]
-      fv[#fv + 1] = ARGV[i + 1]
-      names[#names + 1] = t .. '\0' .. ARGV[i]
-      i = i + 2
+  local ids, envs = {}, {}
+  for _ = 1, np do
+    ids[#ids + 1] = ARGV[i]
+    envs[#envs + 1] = ARGV[i + 1]
+    i = i + 2
+  end
+  for _ = 1, nd do
+    ids[#ids + 1] = ARGV[i]
+    envs[#envs + 1] = false
+    i = i + 1
+  end
+  local old = hmget(key, ids)
+  local sets, dels = {}, {}
+  for j = 1, #ids do
+    names[#names + 1] = t .. '\0' .. ids[j]
+    if not envs[j] then deleted = true end
+    if newer(old[j]) then
+      if envs[j] then
+        sets[#sets + 1] = ids[j]
+        sets[#sets + 1] = envs[j]
+      elseif mode == 'r' then
+        sets[#sets + 1] = ids[j]
+        sets[#sets + 1] = tomb
+      elseif old[j] then
+        dels[#dels + 1] = ids[j]
+      end
     end
-    chunked('HSET', key, fv)
+  end
+  if #sets > 0 then
+    chunked('HSET', key, sets)
     stored[#stored + 1] = t
   end
-  if nd > 0 then
-    local ids = {}
-    for _ = 1, nd do
-      ids[#ids + 1] = ARGV[i]
-      names[#names + 1] = t .. '\0' .. ARGV[i]
-      i = i + 1
-    end
-    chunked('HDEL', key, ids)
-  end
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  if #dels > 0 then chunked('HDEL', key, dels) end
+  touched[#touched + 1] = key
 end
 if #stored > 0 then
   redis.call('SADD', KEYS[2], unpack(stored))
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  touched[#touched + 1] = KEYS[2]
 end
 if mode == 'd' then
-  if #names > 0 then chunked('HDEL', KEYS[3], names) end
+  local marks = hmget(KEYS[3], names)
+  local clean = {}
+  for j = 1, #names do
+    if marks[j] and tonumber(marks[j]) <= vnum then clean[#clean + 1] = names[j] end
+  end
+  if #clean > 0 then chunked('HDEL', KEYS[3], clean) end
+  if deleted then redis.call('HINCRBY', KEYS[4], 'gen', 1) end
 elseif mode == 'r' then
-  for _, n in ipairs(names) do redis.call('HINCRBY', KEYS[3], n, 1) end
+  local fv = {}
+  for _, n in ipairs(names) do
+    fv[#fv + 1] = n
+    fv[#fv + 1] = vnum
+  end
+  if #fv > 0 then chunked('HSET', KEYS[3], fv) end
 else
-  redis.call('HSET', KEYS[3], '\0nosql', 1)
+  redis.call('HSET', KEYS[3], '\0n', 1)
+end
+if vnum > ver then redis.call('HSET', KEYS[4], 'ver', vnum) end
+if ttl > 0 and redis.call('HLEN', KEYS[3]) == 0 then
+  for _, key in ipairs(touched) do redis.call('PEXPIRE', key, ttl) end
 end
 return 1
 "#;
 
-/// KEYS[3] the session's eviction generation; ARGV[1] the generation seen before the SQL read.
+/// Fills hash fields read from SQL, never over a newer record, and not at all when the session's
+/// generation moved since the read began. KEYS: hash, types, meta; ARGV: generation seen, escaped
+/// type, then id/envelope pairs.
 const WARM_KEYS_LUA: &str = r#"
-if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return -1 end
-local added = 0
+if (redis.call('HGET', KEYS[3], 'gen') or '') ~= ARGV[1] then return -1 end
+local ids, envs = {}, {}
 for i = 3, #ARGV, 2 do
-  added = added + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  ids[#ids + 1] = ARGV[i]
+  envs[#envs + 1] = ARGV[i + 1]
 end
-if added > 0 then redis.call('SADD', KEYS[2], ARGV[2]) end
-return added
+local sets = {}
+for s = 1, #ids, 1000 do
+  local e = math.min(s + 999, #ids)
+  local old = redis.call('HMGET', KEYS[1], unpack(ids, s, e))
+  for j = 1, #old do
+    local n = s + j - 1
+    if (not old[j]) or string.sub(old[j], 1, 8) < string.sub(envs[n], 1, 8) then
+      sets[#sets + 1] = ids[n]
+      sets[#sets + 1] = envs[n]
+    end
+  end
+end
+for s = 1, #sets, 1000 do
+  redis.call('HSET', KEYS[1], unpack(sets, s, math.min(s + 999, #sets)))
+end
+if #sets > 0 then redis.call('SADD', KEYS[2], ARGV[2]) end
+return #sets / 2
 "#;
 
-/// KEYS[1] creds, KEYS[2] generation; ARGV[1] generation seen, ARGV[2] creds.
+/// KEYS: creds, meta; ARGV: generation seen, creds envelope.
 const WARM_CREDS_LUA: &str = r#"
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return -1 end
-if redis.call('SET', KEYS[1], ARGV[2], 'NX') then return 1 end
+if (redis.call('HGET', KEYS[2], 'gen') or '') ~= ARGV[1] then return -1 end
+local old = redis.call('GET', KEYS[1])
+if (not old) or string.sub(old, 1, 8) < string.sub(ARGV[2], 1, 8) then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
 return 0
 "#;
 
-/// Drops a session's Redis data unless it holds records SQL lacks.
-/// KEYS: dirty, generation, types set, creds, then the type hashes; ARGV[1] the number of types seen.
-/// Returns the keys deleted, -1 when the session is dirty, -2 when its types changed meanwhile.
-const EVICT_LUA: &str = r#"
-if redis.call('HLEN', KEYS[1]) > 0 then return -1 end
-if redis.call('SCARD', KEYS[3]) ~= tonumber(ARGV[1]) then return -2 end
-local n = 0
-for i = 3, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
-redis.call('INCR', KEYS[2])
-return n
+/// Drops every record of the session (its type hashes are named from the types set, in the
+/// session's slot). KEYS: meta, types, dirty, creds; ARGV: key base, mode ('clear-keys' keeps the
+/// creds and their mark, 'clear' drops everything, 'rebuild' drops everything and the marks,
+/// 'evict' refuses a session with dirty records), version (raises `ver`; for clears also `clr`).
+/// Bumps the generation. Returns the type hashes dropped, or -1 when an eviction is refused.
+const DROP_LUA: &str = r#"
+local mode, v = ARGV[2], tonumber(ARGV[3])
+if mode == 'evict' and redis.call('HLEN', KEYS[3]) > 0 then return -1 end
+local types = redis.call('SMEMBERS', KEYS[2])
+for _, t in ipairs(types) do redis.call('DEL', ARGV[1] .. 'k:' .. t) end
+redis.call('DEL', KEYS[2])
+if mode == 'clear-keys' then
+  local c = redis.call('HMGET', KEYS[3], '\0c', '\0n')
+  redis.call('DEL', KEYS[3])
+  if c[1] then redis.call('HSET', KEYS[3], '\0c', c[1]) end
+  if c[2] then redis.call('HSET', KEYS[3], '\0n', c[2]) end
+else
+  redis.call('DEL', KEYS[3], KEYS[4])
+end
+if v > (tonumber(redis.call('HGET', KEYS[1], 'ver')) or 0) then redis.call('HSET', KEYS[1], 'ver', v) end
+if (mode == 'clear' or mode == 'clear-keys') and v > (tonumber(redis.call('HGET', KEYS[1], 'clr')) or 0) then
+  redis.call('HSET', KEYS[1], 'clr', v)
+end
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+return #types
 "#;
 
-/// Removes dirty marks whose version did not change since the flush read them.
-/// KEYS[1] dirty; ARGV name/version pairs.
+/// After a flush: removes the dirty marks at or below the version flushed, and the tombstones
+/// SQL now holds. KEYS: dirty, meta; ARGV: key base, then name/version/tombstone-envelope-or-''.
 const CLEAN_LUA: &str = r#"
-local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
+local n, tombs = 0, false
+for i = 2, #ARGV, 3 do
+  local name, v, tomb = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local mark = redis.call('HGET', KEYS[1], name)
+  if mark and tonumber(mark) <= v then
+    n = n + redis.call('HDEL', KEYS[1], name)
+    if tomb ~= '' then
+      local sep = string.find(name, '\0', 1, true)
+      local key = ARGV[1] .. 'k:' .. string.sub(name, 1, sep - 1)
+      local id = string.sub(name, sep + 1)
+      if redis.call('HGET', key, id) == tomb then
+        redis.call('HDEL', key, id)
+        tombs = true
+      end
+    end
   end
 end
+if tombs then redis.call('HINCRBY', KEYS[2], 'gen', 1) end
 return n
 "#;
 
-/// The dirty-hash name of the creds record (no key type can start with NUL).
-pub const CREDS_RECORD: &str = "\0creds";
+/// The dirty-hash name of the creds record (no escaped type is empty).
+pub const CREDS_RECORD: &str = "\0c";
 
 /// The dirty-hash mark of a session written by a store without a SQL tier.
-pub const NOSQL_RECORD: &str = "\0nosql";
+pub const NOSQL_RECORD: &str = "\0n";
 
 /// The dirty-hash name of one record.
 pub fn record_name(kind: &str, id: &str) -> String {
-    format!("{kind}\0{id}")
+    format!("{}\0{id}", escape(kind))
 }
 
 /// How the SQL tier relates to a Redis write.
@@ -154,13 +254,32 @@ pub enum Durability {
     NoSql,
 }
 
+/// What a write script did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Yes,
+    /// The session's Redis copy is behind what the caller knows (lost writes): not applied.
+    Stale,
+    /// The version is at or below the session's cleared watermark: not applied.
+    BelowClear,
+}
+
 /// What an eviction attempt did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Evicted {
-    /// The session's keys were dropped (this many keys).
+    /// The session's keys were dropped (this many type hashes).
     Keys(u64),
     /// Refused: the session holds records SQL lacks.
     Dirty,
+}
+
+/// A session's meta hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Highest version applied to this Redis.
+    pub ver: u64,
+    /// The generation (empty when never bumped), passed back to the warms.
+    pub gen: String,
 }
 
 #[derive(Default)]
@@ -179,7 +298,7 @@ pub struct RedisTier {
     write_script: Script,
     warm_keys: Script,
     warm_creds: Script,
-    evict: Script,
+    drop_script: Script,
     clean: Script,
     connection_task:
         Mutex<Option<tokio::task::JoinHandle<std::result::Result<(), fred::error::Error>>>>,
@@ -188,6 +307,8 @@ pub struct RedisTier {
     tracking_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Caches of the stores built on this connection, told about evictions.
     caches: Mutex<Vec<Weak<KeyCache>>>,
+    /// Where background failures of this connection go.
+    pub events: Arc<Events>,
 }
 
 /// How often recorded accesses are sent to the shared LRU.
@@ -202,20 +323,53 @@ impl std::fmt::Debug for RedisTier {
     }
 }
 
-fn to_bytes(v: &Value) -> Bytes {
-    Bytes::from_owner(v.clone())
-}
-
-fn from_value(v: fred::types::Value) -> Result<Option<Value>> {
+fn bytes_of(v: fred::types::Value) -> Result<Option<Bytes>> {
     match v {
         fred::types::Value::Null => Ok(None),
-        fred::types::Value::Bytes(b) => Ok(Some(Value::from(&b[..]))),
-        fred::types::Value::String(s) => Ok(Some(Value::from(s.as_bytes()))),
+        fred::types::Value::Bytes(b) => Ok(Some(b)),
+        fred::types::Value::String(s) => Ok(Some(s.into_inner())),
         other => Err(Error::Redis(format!(
             "unexpected reply of kind {}",
             other.kind()
         ))),
     }
+}
+
+fn opened(v: fred::types::Value) -> Result<Option<Opened>> {
+    bytes_of(v)?.map(|b| envelope::open(&b)).transpose()
+}
+
+fn array(v: fred::types::Value, n: usize, what: &str) -> Result<Vec<fred::types::Value>> {
+    let values = match v {
+        fred::types::Value::Array(values) => values,
+        single if n == 1 => vec![single],
+        other => {
+            return Err(Error::Redis(format!(
+                "unexpected {what} reply of kind {}",
+                other.kind()
+            )))
+        }
+    };
+    if values.len() != n {
+        return Err(Error::Redis(format!(
+            "{what} answered {} values for {n} fields",
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
+fn meta_of(v: fred::types::Value) -> Result<Meta> {
+    let mut vs = array(v, 2, "HMGET meta")?.into_iter();
+    let ver = vs
+        .next()
+        .and_then(|v| v.as_string())
+        .map(|s| s.parse::<u64>())
+        .transpose()
+        .map_err(|_| Error::CorruptValue("a session's Redis version is not a number".into()))?
+        .unwrap_or(0);
+    let gen = vs.next().and_then(|v| v.as_string()).unwrap_or_default();
+    Ok(Meta { ver, gen })
 }
 
 impl RedisTier {
@@ -231,6 +385,7 @@ impl RedisTier {
             .with_connection_config(|c| {
                 c.connection_timeout = timeout;
                 c.internal_command_timeout = timeout;
+                // a script replayed after a reconnect is harmless: records only move forward
                 c.max_command_attempts = 3;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
@@ -245,12 +400,13 @@ impl RedisTier {
             write_script: Script::from_lua(WRITE_LUA),
             warm_keys: Script::from_lua(WARM_KEYS_LUA),
             warm_creds: Script::from_lua(WARM_CREDS_LUA),
-            evict: Script::from_lua(EVICT_LUA),
+            drop_script: Script::from_lua(DROP_LUA),
             clean: Script::from_lua(CLEAN_LUA),
             connection_task: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             tracking_task: Mutex::new(None),
             caches: Mutex::new(Vec::new()),
+            events: Arc::new(Events::default()),
         };
         let handle = with_timeout(Tier::Redis, "connect", timeout, async {
             tier.client.init().await.map_err(|e| tier.err(e))
@@ -267,6 +423,11 @@ impl RedisTier {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Deadline of one command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn err(&self, e: fred::error::Error) -> Error {
@@ -301,12 +462,13 @@ impl RedisTier {
         .await
     }
 
-    fn session_base(&self, sid: &SessionId) -> String {
-        format!("{}:{{{}}}:", self.prefix, escape(sid))
+    /// The prefix of every key of a session (ends with `:`).
+    pub fn session_base(&self, sid: &SessionId) -> String {
+        format!("{}:{{s:{}}}:", self.prefix, escape(sid))
     }
 
     pub fn creds_key(&self, sid: &SessionId) -> String {
-        self.session_base(sid) + "creds"
+        self.session_base(sid) + "c"
     }
 
     pub fn keys_key(&self, sid: &SessionId, kind: &str) -> String {
@@ -314,82 +476,94 @@ impl RedisTier {
     }
 
     pub fn types_key(&self, sid: &SessionId) -> String {
-        self.session_base(sid) + "types"
+        self.session_base(sid) + "t"
     }
 
     pub fn dirty_key(&self, sid: &SessionId) -> String {
-        self.session_base(sid) + "dirty"
+        self.session_base(sid) + "d"
     }
 
-    pub fn gen_key(&self, sid: &SessionId) -> String {
-        self.session_base(sid) + "gen"
+    pub fn meta_key(&self, sid: &SessionId) -> String {
+        self.session_base(sid) + "m"
     }
 
-    /// A key of the shared memory-manager bookkeeping.
+    /// A key of the store's own bookkeeping (memory manager, dirty index).
     pub fn mm_key(&self, name: &str) -> String {
-        format!("{}:{{mm}}:{name}", self.prefix)
+        format!("{}:{{m}}:{name}", self.prefix)
     }
 
-    pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
+    /// The session's meta: highest version applied, generation.
+    pub async fn meta(&self, sid: &SessionId) -> Result<Meta> {
         let v: fred::types::Value = self
-            .call("get", self.client.get(self.creds_key(sid)))
+            .call(
+                "hmget meta",
+                self.client.hmget(self.meta_key(sid), vec!["ver", "gen"]),
+            )
             .await?;
-        from_value(v)
+        meta_of(v)
     }
 
-    /// HMGET of `ids`; the answer is aligned with `ids`.
+    /// The creds record and the session's meta, in one round trip.
+    pub async fn get_creds(&self, sid: &SessionId) -> Result<(Option<Opened>, Meta)> {
+        let pipe = self.client.pipeline();
+        self.queued(pipe.get(self.creds_key(sid)).await)?;
+        self.queued(pipe.hmget(self.meta_key(sid), vec!["ver", "gen"]).await)?;
+        let mut replies: Vec<fred::types::Value> = self.call("get creds", pipe.all()).await?;
+        if replies.len() != 2 {
+            return Err(Error::Redis("unexpected pipeline reply".into()));
+        }
+        let meta = meta_of(replies.pop().unwrap_or(fred::types::Value::Null))?;
+        let creds = opened(replies.pop().unwrap_or(fred::types::Value::Null))?;
+        Ok((creds, meta))
+    }
+
+    /// HMGET of `ids` (aligned with `ids`) and the session's meta, in one round trip.
     pub async fn get_keys(
         &self,
         sid: &SessionId,
         kind: &str,
         ids: &[String],
-    ) -> Result<Vec<Option<Value>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    ) -> Result<(Vec<Option<Opened>>, Meta)> {
+        let pipe = self.client.pipeline();
+        self.queued(pipe.hmget(self.keys_key(sid, kind), ids.to_vec()).await)?;
+        self.queued(pipe.hmget(self.meta_key(sid), vec!["ver", "gen"]).await)?;
+        let mut replies: Vec<fred::types::Value> = self.call("hmget", pipe.all()).await?;
+        if replies.len() != 2 {
+            return Err(Error::Redis("unexpected pipeline reply".into()));
         }
-        let reply: fred::types::Value = self
-            .call(
-                "hmget",
-                self.client.hmget(self.keys_key(sid, kind), ids.to_vec()),
-            )
-            .await?;
-        let values = match reply {
-            fred::types::Value::Array(values) => values,
-            single if ids.len() == 1 => vec![single],
-            other => {
-                return Err(Error::Redis(format!(
-                    "unexpected HMGET reply of kind {}",
-                    other.kind()
-                )))
-            }
-        };
-        if values.len() != ids.len() {
-            return Err(Error::Redis(format!(
-                "HMGET answered {} values for {} fields",
-                values.len(),
-                ids.len()
-            )));
-        }
-        values.into_iter().map(from_value).collect()
+        let meta = meta_of(replies.pop().unwrap_or(fred::types::Value::Null))?;
+        let values = array(
+            replies.pop().unwrap_or(fred::types::Value::Null),
+            ids.len(),
+            "HMGET",
+        )?;
+        let values = values.into_iter().map(opened).collect::<Result<_>>()?;
+        Ok((values, meta))
     }
 
-    /// Applies a whole batch atomically with one script call: a single command that pipelines
-    /// with everything else on the connection.
+    /// Applies a whole batch at `version` atomically with one script call (a single command that
+    /// pipelines with everything else on the connection), unless the session's Redis copy is
+    /// below `floor`.
     pub async fn write(
         &self,
         sid: &SessionId,
         batch: &WriteBatch,
+        version: u64,
+        floor: u64,
         ttl: Option<Duration>,
         durability: Durability,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         let groups = batch.by_type();
         let mut keys = vec![
             self.creds_key(sid),
             self.types_key(sid),
             self.dirty_key(sid),
+            self.meta_key(sid),
         ];
+        let vb = envelope::version_bytes(version);
         let mut args: Vec<fred::types::Value> =
-            Vec::with_capacity(6 + batch.keys.len() * 2 + groups.len() * 3);
+            Vec::with_capacity(9 + batch.keys.len() * 2 + groups.len() * 3);
+        args.push((floor as i64).into());
         args.push(ttl.map_or(0, |t| t.as_millis().max(1) as i64).into());
         args.push(
             match durability {
@@ -399,159 +573,77 @@ impl RedisTier {
             }
             .into(),
         );
+        args.push(fred::types::Value::Bytes(Bytes::copy_from_slice(&vb)));
+        args.push((version as i64).into());
         match &batch.creds {
             Some(c) => {
                 args.push("1".into());
-                args.push(fred::types::Value::Bytes(to_bytes(c)));
+                args.push(fred::types::Value::Bytes(
+                    envelope::seal(version, Some(c)).into(),
+                ));
             }
             None => {
                 args.push("0".into());
                 args.push("".into());
             }
         }
+        args.push(fred::types::Value::Bytes(
+            envelope::seal(version, None).into(),
+        ));
         for (kind, (puts, dels)) in &groups {
             keys.push(self.keys_key(sid, kind));
-            args.push((*kind).into());
+            args.push(escape(kind).into());
             args.push((puts.len() as i64).into());
             args.push((dels.len() as i64).into());
             for k in puts {
                 args.push(k.id.as_str().into());
                 args.push(fred::types::Value::Bytes(
-                    k.value.as_ref().map(to_bytes).unwrap_or_default(),
+                    envelope::seal(version, k.value.as_deref()).into(),
                 ));
             }
             for k in dels {
                 args.push(k.id.as_str().into());
             }
         }
-        let _: i64 = self
+        let n: i64 = self
             .call(
                 "write",
                 self.write_script
                     .evalsha_with_reload(&self.client, keys, args),
             )
             .await?;
-        Ok(())
+        Ok(match n {
+            -1 => Applied::Stale,
+            -2 => Applied::BelowClear,
+            _ => Applied::Yes,
+        })
     }
 
-    /// Before a SQL read of records Redis lacks: the eviction generation, and which of `names`
-    /// are dirty (changed in Redis only, so SQL's copy is stale: a dirty record Redis lacks was
-    /// deleted). One round trip.
-    pub async fn miss_info(
-        &self,
-        sid: &SessionId,
-        names: &[String],
-    ) -> Result<(String, Vec<bool>)> {
-        let pipe = self.client.pipeline();
-        self.queued(pipe.get(self.gen_key(sid)).await)?;
-        self.queued(pipe.hmget(self.dirty_key(sid), names.to_vec()).await)?;
-        let mut replies: Vec<fred::types::Value> = self.call("miss info", pipe.all()).await?;
-        let dirty = match replies.pop() {
-            Some(fred::types::Value::Array(vs)) => vs.into_iter().map(|v| !v.is_null()).collect(),
-            Some(v) if names.len() == 1 => vec![!v.is_null()],
-            _ => vec![false; names.len()],
-        };
-        let generation = replies
-            .pop()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default();
-        Ok((generation, dirty))
-    }
-
-    /// The dirty records of a session with their versions.
-    pub async fn dirty_records(&self, sid: &SessionId) -> Result<Vec<(String, String)>> {
-        let all: HashMap<String, String> = self
-            .call("hgetall", self.client.hgetall(self.dirty_key(sid)))
-            .await?;
-        Ok(all.into_iter().collect())
-    }
-
-    /// Notes that `sid` holds records SQL lacks (before they are written, so a crash in between
-    /// leaves at worst an index entry with nothing to flush).
-    pub async fn index_dirty(&self, sid: &SessionId) -> Result<()> {
-        let _: i64 = self
-            .call("sadd", self.client.sadd(self.mm_key("dirty"), &**sid))
-            .await?;
-        Ok(())
-    }
-
-    /// Up to `count` sessions of the dirty index, any process's.
-    pub async fn dirty_sessions(&self, count: usize) -> Result<Vec<String>> {
-        self.call(
-            "srandmember",
-            self.client.srandmember(self.mm_key("dirty"), Some(count)),
-        )
-        .await
-    }
-
-    /// Drops `sid` from the dirty index if it has no dirty record left (re-adding it when a
-    /// write marked one meanwhile).
-    pub async fn unindex_if_clean(&self, sid: &SessionId) -> Result<()> {
-        let index = self.mm_key("dirty");
-        let _: i64 = self.call("srem", self.client.srem(&index, &**sid)).await?;
-        let left: i64 = self
-            .call("hlen", self.client.hlen(self.dirty_key(sid)))
-            .await?;
-        if left > 0 {
-            let _: i64 = self.call("sadd", self.client.sadd(&index, &**sid)).await?;
-        }
-        Ok(())
-    }
-
-    /// Clears the dirty marks whose version is still the one read (see [`Self::dirty_records`]).
-    pub async fn clean(&self, sid: &SessionId, marks: &[(String, String)]) -> Result<u64> {
-        if marks.is_empty() {
-            return Ok(0);
-        }
-        let args: Vec<&str> = marks
-            .iter()
-            .flat_map(|(n, v)| [n.as_str(), v.as_str()])
-            .collect();
-        self.call(
-            "clean",
-            self.clean
-                .evalsha_with_reload(&self.client, vec![self.dirty_key(sid)], args),
-        )
-        .await
-    }
-
-    /// Best-effort removal of the records a failed write named, so Redis cannot serve a value
-    /// older than what SQL may now hold.
-    pub async fn invalidate(&self, sid: &SessionId, batch: &WriteBatch) -> Result<()> {
-        let tx = self.client.multi();
-        if batch.creds.is_some() {
-            self.queued(tx.del(self.creds_key(sid)).await)?;
-        }
-        for (kind, (puts, dels)) in batch.by_type() {
-            let fields: Vec<String> = puts.iter().chain(&dels).map(|k| k.id.clone()).collect();
-            self.queued(tx.hdel(self.keys_key(sid, kind), fields).await)?;
-        }
-        let _: fred::types::Value = self.call("exec", tx.exec(true)).await?;
-        Ok(())
-    }
-
-    /// Stores values read from SQL, never over a value a writer stored meanwhile.
+    /// Stores records read from SQL, never over a newer record, and not at all if the
+    /// generation moved since `gen` was read.
     pub async fn warm_keys(
         &self,
         sid: &SessionId,
         kind: &str,
-        found: &[(&str, &Value)],
-        generation: &str,
+        found: &[(&str, u64, &Value)],
+        gen: &str,
     ) -> Result<()> {
         if found.is_empty() {
             return Ok(());
         }
         let mut args: Vec<fred::types::Value> = Vec::with_capacity(found.len() * 2 + 2);
-        args.push(generation.into());
-        args.push(kind.into());
-        for (id, v) in found {
+        args.push(gen.into());
+        args.push(escape(kind).into());
+        for (id, version, v) in found {
             args.push((*id).into());
-            args.push(fred::types::Value::Bytes(to_bytes(v)));
+            args.push(fred::types::Value::Bytes(
+                envelope::seal(*version, Some(v)).into(),
+            ));
         }
         let keys = vec![
             self.keys_key(sid, kind),
             self.types_key(sid),
-            self.gen_key(sid),
+            self.meta_key(sid),
         ];
         let _: i64 = self
             .call(
@@ -562,12 +654,18 @@ impl RedisTier {
         Ok(())
     }
 
-    pub async fn warm_creds(&self, sid: &SessionId, creds: &Value, generation: &str) -> Result<()> {
+    pub async fn warm_creds(
+        &self,
+        sid: &SessionId,
+        version: u64,
+        creds: &Value,
+        gen: &str,
+    ) -> Result<()> {
         let args: Vec<fred::types::Value> = vec![
-            generation.into(),
-            fred::types::Value::Bytes(to_bytes(creds)),
+            gen.into(),
+            fred::types::Value::Bytes(envelope::seal(version, Some(creds)).into()),
         ];
-        let keys = vec![self.creds_key(sid), self.gen_key(sid)];
+        let keys = vec![self.creds_key(sid), self.meta_key(sid)];
         let _: i64 = self
             .call(
                 "warm",
@@ -578,102 +676,210 @@ impl RedisTier {
         Ok(())
     }
 
-    /// Removes a session's keys, and its creds too unless `keep_creds`.
-    pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
-        let types_key = self.types_key(sid);
-        // A writer may add a type between SMEMBERS and the delete: go again until none is left.
-        for _ in 0..8 {
-            let types: Vec<String> = self
-                .call("smembers", self.client.smembers(&types_key))
-                .await?;
-            let mut keys: Vec<String> = types.iter().map(|t| self.keys_key(sid, t)).collect();
-            let tx = self.client.multi();
-            if !keep_creds {
-                keys.push(self.creds_key(sid));
-                keys.push(self.dirty_key(sid));
-            }
-            if !keys.is_empty() {
-                self.queued(tx.del(keys).await)?;
-            }
-            if !types.is_empty() {
-                self.queued(tx.srem(&types_key, types).await)?;
-            }
-            self.queued(tx.scard(&types_key).await)?;
-            let reply: Vec<fred::types::Value> = self.call("exec", tx.exec(true)).await?;
-            let left = reply.last().and_then(|v| v.as_i64()).unwrap_or(0);
-            if left == 0 {
-                return Ok(());
+    async fn drop_session(&self, sid: &SessionId, mode: &str, version: u64) -> Result<i64> {
+        let keys = vec![
+            self.meta_key(sid),
+            self.types_key(sid),
+            self.dirty_key(sid),
+            self.creds_key(sid),
+        ];
+        let args: Vec<fred::types::Value> = vec![
+            self.session_base(sid).into(),
+            mode.into(),
+            (version as i64).into(),
+        ];
+        self.call(
+            "drop session",
+            self.drop_script
+                .evalsha_with_reload(&self.client, keys, args),
+        )
+        .await
+    }
+
+    /// Clears a session at `version`: its keys (and creds unless `keep_creds`) go, and nothing
+    /// older than `version` can be written to it again.
+    pub async fn clear(&self, sid: &SessionId, version: u64, keep_creds: bool) -> Result<()> {
+        let mode = if keep_creds { "clear-keys" } else { "clear" };
+        self.drop_session(sid, mode, version).await.map(|_| ())
+    }
+
+    /// Resets a session whose Redis copy is behind SQL: every record goes (reads then come from
+    /// SQL), its version becomes `sql_version`. Flush its dirty records first.
+    pub async fn rebuild(&self, sid: &SessionId, sql_version: u64) -> Result<()> {
+        self.drop_session(sid, "rebuild", sql_version)
+            .await
+            .map(|_| ())
+    }
+
+    /// Drops a session's Redis data if SQL holds all of it (atomically against writers: a
+    /// write that lands first makes the session dirty or brings its keys back, never lost).
+    pub async fn evict_session(&self, sid: &SessionId) -> Result<Evicted> {
+        match self.drop_session(sid, "evict", 0).await? {
+            -1 => Ok(Evicted::Dirty),
+            n => {
+                self.notify_evicted(sid);
+                Ok(Evicted::Keys(n.max(0) as u64))
             }
         }
-        Err(Error::Redis(
-            "session kept gaining key types while it was being deleted".into(),
-        ))
+    }
+
+    /// The dirty records of a session with the versions that wrote them.
+    pub async fn dirty_records(&self, sid: &SessionId) -> Result<Vec<(String, u64)>> {
+        let all: HashMap<String, String> = self
+            .call("hgetall", self.client.hgetall(self.dirty_key(sid)))
+            .await?;
+        let mut out = Vec::with_capacity(all.len());
+        for (name, v) in all {
+            let v = v
+                .parse::<u64>()
+                .map_err(|_| Error::CorruptValue("a dirty mark is not a version".into()))?;
+            out.push((name, v));
+        }
+        Ok(out)
+    }
+
+    /// Raw records of one type (the envelopes), aligned with `ids`.
+    pub async fn records(
+        &self,
+        sid: &SessionId,
+        kind_escaped: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Opened>>> {
+        let key = self.session_base(sid) + "k:" + kind_escaped;
+        let reply: fred::types::Value = self
+            .call("hmget", self.client.hmget(key, ids.to_vec()))
+            .await?;
+        array(reply, ids.len(), "HMGET")?
+            .into_iter()
+            .map(opened)
+            .collect()
+    }
+
+    /// The creds record alone.
+    pub async fn creds_record(&self, sid: &SessionId) -> Result<Option<Opened>> {
+        let v: fred::types::Value = self
+            .call("get", self.client.get(self.creds_key(sid)))
+            .await?;
+        opened(v)
+    }
+
+    /// Notes that `sid` may hold records SQL lacks, in the index any process's flusher reads.
+    pub async fn index_dirty(&self, sid: &SessionId) -> Result<()> {
+        let _: i64 = self
+            .call("sadd", self.client.sadd(self.mm_key("dirty"), &**sid))
+            .await?;
+        Ok(())
+    }
+
+    /// Every session of the dirty index, any process's.
+    pub async fn dirty_sessions(&self) -> Result<Vec<String>> {
+        self.call("smembers", self.client.smembers(self.mm_key("dirty")))
+            .await
+    }
+
+    /// Drops `sid` from the dirty index if it has no dirty record left (re-adding it when a
+    /// write marked one meanwhile).
+    pub async fn unindex_if_clean(&self, sid: &SessionId) -> Result<()> {
+        let index = self.mm_key("dirty");
+        let left: i64 = self
+            .call("hlen", self.client.hlen(self.dirty_key(sid)))
+            .await?;
+        if left > 0 {
+            return Ok(());
+        }
+        let _: i64 = self.call("srem", self.client.srem(&index, &**sid)).await?;
+        let left: i64 = self
+            .call("hlen", self.client.hlen(self.dirty_key(sid)))
+            .await?;
+        if left > 0 {
+            let _: i64 = self.call("sadd", self.client.sadd(&index, &**sid)).await?;
+        }
+        Ok(())
+    }
+
+    /// After a flush: clears the marks at or below the versions SQL now holds, and the
+    /// tombstones it holds too. `done`: (mark name, version flushed, was a tombstone).
+    pub async fn clean(&self, sid: &SessionId, done: &[(String, u64, bool)]) -> Result<u64> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let mut args: Vec<fred::types::Value> = Vec::with_capacity(done.len() * 3 + 1);
+        args.push(self.session_base(sid).into());
+        for (name, v, tomb) in done {
+            args.push(name.as_str().into());
+            args.push((*v as i64).into());
+            args.push(if *tomb {
+                fred::types::Value::Bytes(envelope::seal(*v, None).into())
+            } else {
+                "".into()
+            });
+        }
+        let keys = vec![self.dirty_key(sid), self.meta_key(sid)];
+        self.call(
+            "clean",
+            self.clean.evalsha_with_reload(&self.client, keys, args),
+        )
+        .await
+    }
+
+    /// Removes every key of a session, its meta too (see [`crate::AuthStore::purge_session`]).
+    pub async fn purge(&self, sid: &SessionId) -> Result<()> {
+        self.drop_session(sid, "clear", 0).await?;
+        let _: i64 = self
+            .call(
+                "del",
+                self.client
+                    .del(vec![self.meta_key(sid), self.dirty_key(sid)]),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Records and value bytes per key type of one session (reads every value: for tools, not
-    /// for hot paths).
+    /// for hot paths). Tombstones are not counted.
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
         let mut types: Vec<String> = self
             .call("smembers", self.client.smembers(self.types_key(sid)))
             .await?;
         types.sort();
         let mut out = Vec::with_capacity(types.len());
-        for kind in types {
-            let all: std::collections::HashMap<String, Bytes> = self
-                .call("hgetall", self.client.hgetall(self.keys_key(sid, &kind)))
-                .await?;
-            if !all.is_empty() {
+        for escaped in types {
+            let key = self.session_base(sid) + "k:" + &escaped;
+            let all: HashMap<String, Bytes> =
+                self.call("hgetall", self.client.hgetall(key)).await?;
+            let live: Vec<u64> = all
+                .values()
+                .filter_map(|v| envelope::open(v).ok()?.value.map(|v| v.len() as u64))
+                .collect();
+            if !live.is_empty() {
                 out.push(TypeSummary {
-                    count: all.len() as u64,
-                    bytes: all.values().map(|v| v.len() as u64).sum(),
-                    kind,
+                    count: live.len() as u64,
+                    bytes: live.iter().sum(),
+                    kind: crate::ident::unescape(&escaped).unwrap_or(escaped),
                 });
             }
         }
         Ok(out)
     }
 
-    pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
-            .call("hkeys", self.client.hkeys(self.keys_key(sid, kind)))
+    /// Ids of one type: those with a value, and those Redis holds a tombstone for.
+    pub async fn list_ids(
+        &self,
+        sid: &SessionId,
+        kind: &str,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let all: HashMap<String, Bytes> = self
+            .call("hgetall", self.client.hgetall(self.keys_key(sid, kind)))
             .await?;
-        ids.sort();
-        Ok(ids)
-    }
-
-    /// Drops a session's Redis data if SQL holds all of it (atomically against writers: a
-    /// write that lands first makes the session dirty or brings its keys back, never lost).
-    pub async fn evict_session(&self, sid: &SessionId) -> Result<Evicted> {
-        for _ in 0..5 {
-            let types: Vec<String> = self
-                .call("smembers", self.client.smembers(self.types_key(sid)))
-                .await?;
-            let mut keys = vec![
-                self.dirty_key(sid),
-                self.gen_key(sid),
-                self.types_key(sid),
-                self.creds_key(sid),
-            ];
-            keys.extend(types.iter().map(|t| self.keys_key(sid, t)));
-            let n: i64 = self
-                .call(
-                    "evict",
-                    self.evict
-                        .evalsha_with_reload(&self.client, keys, vec![types.len() as i64]),
-                )
-                .await?;
-            match n {
-                -1 => return Ok(Evicted::Dirty),
-                -2 => continue,
-                n => {
-                    self.notify_evicted(sid);
-                    return Ok(Evicted::Keys(n.max(0) as u64));
-                }
+        let (mut live, mut dead) = (Vec::new(), Vec::new());
+        for (id, v) in all {
+            match envelope::open(&v)?.value {
+                Some(_) => live.push(id),
+                None => dead.push(id),
             }
         }
-        Err(Error::Redis(
-            "session kept changing its key types during eviction".into(),
-        ))
+        live.sort();
+        Ok((live, dead))
     }
 
     /// Bytes Redis reports for all of a session's keys (`MEMORY USAGE`).
@@ -681,12 +887,14 @@ impl RedisTier {
         let types: Vec<String> = self
             .call("smembers", self.client.smembers(self.types_key(sid)))
             .await?;
+        let base = self.session_base(sid);
         let mut keys = vec![
             self.creds_key(sid),
             self.types_key(sid),
             self.dirty_key(sid),
+            self.meta_key(sid),
         ];
-        keys.extend(types.iter().map(|t| self.keys_key(sid, t)));
+        keys.extend(types.iter().map(|t| format!("{base}k:{t}")));
         let pipe = self.client.pipeline();
         for k in &keys {
             self.queued(pipe.memory_usage(k, Some(0)).await)?;
@@ -743,7 +951,10 @@ impl RedisTier {
                     return;
                 }
                 if let Err(e) = tier.flush_tracking().await {
-                    log::warn!("could not record session accesses: {e}");
+                    tier.events.warn(
+                        "WARN_TRACKING",
+                        &format!("could not record session accesses: {e}"),
+                    );
                 }
             }
         }));
@@ -813,7 +1024,10 @@ impl RedisTier {
             t.abort();
         }
         if let Err(e) = self.flush_tracking().await {
-            log::warn!("could not record the last session accesses: {e}");
+            self.events.warn(
+                "WARN_TRACKING",
+                &format!("could not record the last session accesses: {e}"),
+            );
         }
         if self.closed.swap(true, Ordering::AcqRel) {
             return;

@@ -1,43 +1,52 @@
-//! The tiers together: read-through (cache -> Redis -> SQL, warming the tiers above on a lower hit)
-//! and write-through (SQL commit, then one Redis script, then cache), or write-behind (Redis with
-//! dirty marks now, SQL from the flusher).
+//! The tiers together: read-through (cache -> Redis -> SQL, warming the tiers above on a lower
+//! hit) and writes in one order through every tier.
 //!
-//! Why SQL first: Redis then never holds a value SQL lacks, so evicting a session from Redis can
-//! never lose data. If the Redis step fails after the commit, the records the write named are
-//! removed from Redis (best effort) so it cannot serve a value older than SQL's, and the caller
-//! gets the error (Baileys retries the whole transaction).
+//! One order: every write, clear and flush of a session goes through the same *lane* (one per
+//! session hash). A lane's first stage gives each write the session's next version and commits
+//! the SQL part in group transactions (every row only over an older version); its second stage
+//! then applies the Redis part and the in-process cache in that same order, and only then answers
+//! the callers. Redis and the cache therefore reflect writes in SQL's commit order, whatever order
+//! the callers wake up in.
+//!
+//! Versions: a session's counter is seeded, the first time this process touches the session,
+//! from the highest version SQL and Redis hold for it. Redis keeps, per session, the highest
+//! version applied (`ver`); this process remembers the highest version it knows Redis applied (the
+//! *floor*). A Redis copy below the floor, or below SQL's version when first touched, lost writes
+//! (restarted empty, restored from an older snapshot, failed over): it is rebuilt (its dirty
+//! records flushed, everything else dropped) and reads go to SQL.
+//!
+//! Why SQL first: Redis then never holds a durable value SQL lacks, so evicting a session from
+//! Redis never loses data. If the Redis step fails after the commit, the caller gets the error,
+//! the session is re-validated on its next use (its Redis copy is then behind SQL and rebuilt).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{CacheStats, KeyCache};
 use crate::codec;
 use crate::config::StoreOptions;
-use crate::error::{Error, Result};
+use crate::envelope::Opened;
+use crate::error::{Error, Result, Tier};
+use crate::events::{EventSink, Events};
 use crate::ident;
 use crate::model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
-use crate::redis::{record_name, Durability, RedisTier, CREDS_RECORD, NOSQL_RECORD};
-use crate::sql::{SqlStore, TypeSummary};
+use crate::redis::{Applied, Durability, RedisTier, CREDS_RECORD, NOSQL_RECORD};
+use crate::sql::{SqlStore, TypeSummary, VersionedWrite};
 
-pub struct AuthStore {
-    cache: Option<Arc<KeyCache>>,
-    redis: Option<Arc<RedisTier>>,
-    sql: Option<Arc<SqlStore>>,
-    closed: AtomicBool,
-    counters: Counters,
-    write_behind: Option<std::time::Duration>,
-    /// Store values in the compact form of `codec`.
-    compact: bool,
-    /// Sessions this process wrote behind, flushed on close.
-    behind: Mutex<HashSet<String>>,
-    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Sessions one background flush pass takes from the dirty index.
-const FLUSH_BATCH: usize = 256;
+/// Most writes one group transaction takes, and about how many value bytes.
+const MAX_GROUP_JOBS: usize = 256;
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Jobs a lane queues before callers wait (back-pressure).
+const LANE_QUEUE: usize = 1024;
+/// Lanes of a store without SQL.
+const REDIS_LANES: usize = 4;
+/// Sessions flushed at once by a flush pass.
+const FLUSH_PARALLEL: usize = 32;
 
 /// Which tiers answered reads, and how often.
 #[derive(Clone, Debug, Default)]
@@ -47,24 +56,23 @@ pub struct StoreStats {
     pub redis_misses: u64,
     pub sql_hits: u64,
     pub sql_misses: u64,
+    /// Sessions whose Redis copy was found behind and rebuilt.
+    pub redis_rebuilds: u64,
+    /// SQL group transactions and the writes they carried.
+    pub sql_transactions: u64,
+    pub sql_writes: u64,
+    /// Background problems reported to the logger.
+    pub warnings: u64,
+    pub errors: u64,
 }
 
 #[derive(Default)]
 struct Counters {
-    redis_hits: std::sync::atomic::AtomicU64,
-    redis_misses: std::sync::atomic::AtomicU64,
-    sql_hits: std::sync::atomic::AtomicU64,
-    sql_misses: std::sync::atomic::AtomicU64,
-}
-
-impl std::fmt::Debug for AuthStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthStore")
-            .field("cache", &self.cache.is_some())
-            .field("redis", &self.redis)
-            .field("sql", &self.sql)
-            .finish()
-    }
+    redis_hits: AtomicU64,
+    redis_misses: AtomicU64,
+    sql_hits: AtomicU64,
+    sql_misses: AtomicU64,
+    rebuilds: AtomicU64,
 }
 
 impl Counters {
@@ -81,6 +89,130 @@ impl Counters {
     }
 }
 
+/// What the lanes and the store share.
+struct Tiers {
+    cache: Option<Arc<KeyCache>>,
+    redis: Option<Arc<RedisTier>>,
+    sql: Option<Arc<SqlStore>>,
+    events: Arc<Events>,
+    counters: Counters,
+}
+
+/// This process's view of one session.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// One validation at a time.
+    gate: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    validated: bool,
+    /// The last version given out.
+    last: u64,
+    /// The highest version this process knows Redis applied.
+    floor: u64,
+}
+
+impl Slot {
+    fn validated(&self) -> bool {
+        self.state.lock().validated
+    }
+
+    fn next_version(&self) -> u64 {
+        let mut s = self.state.lock();
+        s.last += 1;
+        s.last
+    }
+
+    fn floor(&self) -> u64 {
+        self.state.lock().floor
+    }
+
+    fn raise_floor(&self, v: u64) {
+        let mut s = self.state.lock();
+        s.floor = s.floor.max(v);
+    }
+
+    /// Forgets what this process knew of the session's Redis copy: the next use checks it again.
+    fn invalidate(&self) {
+        self.state.lock().validated = false;
+    }
+}
+
+enum Op {
+    Write(Box<WriteJob>),
+    Clear { keep_creds: bool },
+    Flush,
+    Rebuild,
+}
+
+struct WriteJob {
+    /// Values in their stored form.
+    batch: WriteBatch,
+    /// The JSON text the cache keeps (when there is a cache).
+    plain: Option<WriteBatch>,
+    to_sql: bool,
+    /// How Redis takes it (`None`: no Redis tier).
+    redis: Option<Durability>,
+    ttl: Option<Duration>,
+}
+
+struct Job {
+    sid: SessionId,
+    slot: Arc<Slot>,
+    op: Op,
+    done: oneshot::Sender<Result<u64>>,
+}
+
+impl Job {
+    fn answer(self, r: Result<u64>) {
+        let _ = self.done.send(r);
+    }
+
+    fn write(&self) -> Option<&WriteJob> {
+        match &self.op {
+            Op::Write(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// The lanes, the session slots and what they need: shared by the store and its flusher.
+struct Pipeline {
+    tiers: Arc<Tiers>,
+    lanes: Mutex<Vec<mpsc::Sender<Job>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// How long a caller waits for its job.
+    deadline: Duration,
+    /// Lanes to start on first use (they need the async runtime); 0 once closed.
+    lane_count: Mutex<usize>,
+}
+
+pub struct AuthStore {
+    pipeline: Arc<Pipeline>,
+    closed: AtomicBool,
+    write_behind: Option<Duration>,
+    /// Store values in the compact form of `codec`.
+    compact: bool,
+    /// Sessions this process wrote behind, flushed on close.
+    behind: Mutex<HashSet<String>>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AuthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.pipeline.tiers;
+        f.debug_struct("AuthStore")
+            .field("cache", &t.cache.is_some())
+            .field("redis", &t.redis)
+            .field("sql", &t.sql)
+            .finish()
+    }
+}
+
 impl AuthStore {
     pub fn new(
         redis: Option<Arc<RedisTier>>,
@@ -92,6 +224,12 @@ impl AuthStore {
                 "write-behind needs both a Redis and a SQL tier".into(),
             ));
         }
+        if options
+            .write_behind
+            .is_some_and(|d| d < Duration::from_millis(1))
+        {
+            return Err(Error::invalid("flushIntervalMs must be at least 1"));
+        }
         if redis.is_none() && sql.is_none() {
             return Err(Error::Config(
                 "a store needs a Redis or a SQL tier (openAuthStore() gives the embedded SQLite default)".into(),
@@ -102,12 +240,29 @@ impl AuthStore {
         if let (Some(r), Some(c)) = (&redis, &cache) {
             r.register_cache(c);
         }
-        Ok(AuthStore {
+        let timeout = |d: Option<Duration>| d.unwrap_or(Duration::ZERO);
+        let deadline = (timeout(sql.as_ref().map(|s| s.timeout()))
+            + timeout(redis.as_ref().map(|r| r.timeout())))
+            * 2;
+        let lanes = sql.as_ref().map_or(REDIS_LANES, |s| s.parallel_commits());
+        let tiers = Arc::new(Tiers {
             cache,
             redis,
             sql,
-            closed: AtomicBool::new(false),
+            events: Arc::new(Events::default()),
             counters: Counters::default(),
+        });
+        let pipeline = Arc::new(Pipeline {
+            tiers: tiers.clone(),
+            lanes: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            slots: Mutex::new(HashMap::new()),
+            deadline,
+            lane_count: Mutex::new(lanes),
+        });
+        Ok(AuthStore {
+            pipeline,
+            closed: AtomicBool::new(false),
             write_behind: options.write_behind,
             compact: options.compact_values,
             behind: Mutex::new(HashSet::new()),
@@ -115,9 +270,26 @@ impl AuthStore {
         })
     }
 
+    fn tiers(&self) -> &Tiers {
+        &self.pipeline.tiers
+    }
+
+    /// Where background failures go (default: stderr). The Redis connection's too.
+    pub fn set_event_sink(&self, sink: Option<Arc<dyn EventSink>>) {
+        self.tiers().events.set_sink(sink.clone());
+        if let Some(r) = &self.tiers().redis {
+            r.events.set_sink(sink);
+        }
+    }
+
+    pub fn events(&self) -> &Arc<Events> {
+        &self.tiers().events
+    }
+
     fn check_open(&self) -> Result<()> {
-        let tier_closed = self.redis.as_ref().is_some_and(|r| r.is_closed())
-            || self.sql.as_ref().is_some_and(|s| s.is_closed());
+        let t = self.tiers();
+        let tier_closed = t.redis.as_ref().is_some_and(|r| r.is_closed())
+            || t.sql.as_ref().is_some_and(|s| s.is_closed());
         if self.closed.load(Ordering::Acquire) || tier_closed {
             return Err(Error::StoreClosed);
         }
@@ -126,18 +298,18 @@ impl AuthStore {
 
     /// Records an access for the shared LRU of the memory manager.
     fn touch(&self, sid: &SessionId) {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = &self.tiers().redis {
             redis.track(sid, None);
             redis.start_tracking();
         }
     }
 
     pub fn redis(&self) -> Option<&Arc<RedisTier>> {
-        self.redis.as_ref()
+        self.tiers().redis.as_ref()
     }
 
     pub fn sql(&self) -> Option<&Arc<SqlStore>> {
-        self.sql.as_ref()
+        self.tiers().sql.as_ref()
     }
 
     /// The creds of a session, as JSON text (the cache holds the expanded form, so a hit costs no
@@ -145,37 +317,46 @@ impl AuthStore {
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
         self.check_open()?;
         self.touch(sid);
-        if let Some(v) = self.cache.as_ref().and_then(|c| c.get_creds(sid)) {
+        let t = self.tiers();
+        if let Some(v) = t.cache.as_ref().and_then(|c| c.get_creds(sid)) {
             return Ok(Some(v));
         }
-        let epoch = self.cache.as_deref().map(KeyCache::epoch);
-        let mut found = None;
-        let mut generation = String::new();
-        if let Some(redis) = &self.redis {
-            found = redis.get_creds(sid).await?;
-            self.counters.redis(found.is_some() as usize, 1);
-            if found.is_none() && self.sql.is_some() {
-                let (g, dirty) = redis.miss_info(sid, &[CREDS_RECORD.to_string()]).await?;
-                if dirty.first().copied().unwrap_or(false) {
-                    // deleted in Redis only: SQL's copy is stale
-                    return Ok(None);
+        let epoch = t.cache.as_deref().map(KeyCache::epoch);
+        let mut found: Option<Value> = None;
+        let mut warm_gen = None;
+        if let Some(redis) = &t.redis {
+            let slot = self.pipeline.session(sid).await?;
+            let (rec, meta) = redis.get_creds(sid).await?;
+            if meta.ver < slot.floor() {
+                self.pipeline.redis_behind(sid, &slot).await?;
+            } else {
+                t.counters.redis(rec.is_some() as usize, 1);
+                match rec {
+                    Some(Opened { value: Some(v), .. }) => found = Some(v),
+                    Some(Opened { value: None, .. }) => return Ok(None),
+                    None => warm_gen = Some(meta.gen),
                 }
-                generation = g;
             }
         }
         if found.is_none() {
-            if let Some(sql) = &self.sql {
-                found = sql.get_creds(sid).await?;
-                self.counters.sql(found.is_some() as usize, 1);
-                if let (Some(v), Some(redis)) = (&found, &self.redis) {
-                    if let Err(e) = redis.warm_creds(sid, v, &generation).await {
-                        log::warn!("could not warm redis with creds read from SQL: {e}");
+            if let Some(sql) = &t.sql {
+                let row = sql.get_creds(sid).await?;
+                t.counters.sql(row.is_some() as usize, 1);
+                if let Some((version, v)) = row {
+                    if let (Some(redis), Some(gen)) = (&t.redis, &warm_gen) {
+                        if let Err(e) = redis.warm_creds(sid, version, &v, gen).await {
+                            t.events.warn(
+                                e.code(),
+                                &format!("could not warm Redis with creds read from SQL: {e}"),
+                            );
+                        }
                     }
+                    found = Some(v);
                 }
             }
         }
         let found = found.map(expand).transpose()?;
-        if let (Some(cache), Some(epoch), Some(v)) = (&self.cache, epoch, &found) {
+        if let (Some(cache), Some(epoch), Some(v)) = (&t.cache, epoch, &found) {
             cache.fill_creds(epoch, sid, v);
         }
         Ok(found)
@@ -191,13 +372,14 @@ impl AuthStore {
     ) -> Result<Option<Vec<Value>>> {
         self.check_open()?;
         ident::validate_type(kind)?;
-        let Some(cache) = &self.cache else {
+        let t = self.tiers();
+        let Some(cache) = &t.cache else {
             return Ok(None);
         };
         let Some(found) = cache.get_all(sid, kind, ids) else {
             return Ok(None);
         };
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = &t.redis {
             redis.track(sid, None);
         }
         Ok(Some(found))
@@ -221,68 +403,74 @@ impl AuthStore {
             return Ok(Vec::new());
         }
         self.touch(sid);
-        let mut out: Vec<Option<Value>> = match &self.cache {
+        let t = self.tiers();
+        let mut out: Vec<Option<Value>> = match &t.cache {
             Some(c) => c.get_keys(sid, kind, ids),
             None => vec![None; ids.len()],
         };
-        let epoch = self.cache.as_deref().map(KeyCache::epoch);
-        let missing = |out: &[Option<Value>]| -> Vec<usize> {
-            (0..ids.len()).filter(|&i| out[i].is_none()).collect()
-        };
-        let mut todo = missing(&out);
+        let epoch = t.cache.as_deref().map(KeyCache::epoch);
+        let mut todo: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
         if todo.is_empty() {
             return Ok(out);
         }
         let mut filled: Vec<usize> = Vec::new();
-        let mut generation = String::new();
-        if let Some(redis) = &self.redis {
+        let mut warm_gen = None;
+        if let Some(redis) = &t.redis {
+            let slot = self.pipeline.session(sid).await?;
             let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
-            let got = redis.get_keys(sid, kind, &want).await?;
-            for (&i, v) in todo.iter().zip(got) {
-                if let Some(v) = v {
-                    out[i] = Some(expand(v)?);
-                    filled.push(i);
+            let (got, meta) = redis.get_keys(sid, kind, &want).await?;
+            if meta.ver < slot.floor() {
+                // Redis lost writes since we last looked: rebuild it, read everything from SQL
+                self.pipeline.redis_behind(sid, &slot).await?;
+            } else {
+                let mut missing = Vec::new();
+                let asked = todo.len();
+                for (&i, rec) in todo.iter().zip(got) {
+                    match rec {
+                        Some(Opened { value: Some(v), .. }) => {
+                            out[i] = Some(expand(v)?);
+                            filled.push(i);
+                        }
+                        // deleted in Redis only (write-behind): SQL's copy is older
+                        Some(Opened { value: None, .. }) => {}
+                        None => missing.push(i),
+                    }
                 }
-            }
-            self.counters.redis(filled.len(), todo.len());
-            todo = missing(&out);
-            if !todo.is_empty() && self.sql.is_some() {
-                let names: Vec<String> = todo.iter().map(|&i| record_name(kind, &ids[i])).collect();
-                let (g, dirty) = redis.miss_info(sid, &names).await?;
-                generation = g;
-                // a dirty record Redis lacks was deleted in Redis only: SQL's copy is stale
-                todo = todo
-                    .into_iter()
-                    .zip(dirty)
-                    .filter_map(|(i, d)| (!d).then_some(i))
-                    .collect();
+                t.counters.redis(asked - missing.len(), asked);
+                todo = missing;
+                warm_gen = Some(meta.gen);
             }
         }
         if !todo.is_empty() {
-            if let Some(sql) = &self.sql {
+            if let Some(sql) = &t.sql {
                 let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
                 let rows = sql.get_keys(sid, kind, &want).await?;
-                self.counters.sql(rows.len(), todo.len());
+                t.counters.sql(rows.len(), todo.len());
                 if !rows.is_empty() {
-                    let by_id: std::collections::HashMap<&str, &Value> =
-                        rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
+                    let by_id: HashMap<&str, &Value> =
+                        rows.iter().map(|r| (r.id.as_str(), &r.value)).collect();
                     for &i in &todo {
                         if let Some(v) = by_id.get(ids[i].as_str()) {
                             out[i] = Some(expand((*v).clone())?);
                             filled.push(i);
                         }
                     }
-                    if let Some(redis) = &self.redis {
-                        let pairs: Vec<(&str, &Value)> =
-                            rows.iter().map(|(id, v)| (id.as_str(), v)).collect();
-                        if let Err(e) = redis.warm_keys(sid, kind, &pairs, &generation).await {
-                            log::warn!("could not warm redis with keys read from SQL: {e}");
+                    if let (Some(redis), Some(gen)) = (&t.redis, &warm_gen) {
+                        let found: Vec<(&str, u64, &Value)> = rows
+                            .iter()
+                            .map(|r| (r.id.as_str(), r.version, &r.value))
+                            .collect();
+                        if let Err(e) = redis.warm_keys(sid, kind, &found, gen).await {
+                            t.events.warn(
+                                e.code(),
+                                &format!("could not warm Redis with keys read from SQL: {e}"),
+                            );
                         }
                     }
                 }
             }
         }
-        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+        if let (Some(cache), Some(epoch)) = (&t.cache, epoch) {
             cache.fill_keys(
                 epoch,
                 sid,
@@ -295,213 +483,773 @@ impl AuthStore {
         Ok(out)
     }
 
-    /// Writes a batch: atomically in each tier, SQL first (see the module docs).
+    /// Writes a batch: atomically in each tier, in the session's one order (see the module docs).
+    /// Resolves with the version the write got.
     pub async fn write(
         &self,
         sid: &SessionId,
         mut batch: WriteBatch,
         opts: &WriteOptions,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         self.check_open()?;
         batch.validate()?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        // the tiers get the stored forms, the cache the JSON text callers read
-        let plain = self.cache.is_some().then(|| batch.clone());
-        let batch = store_forms(batch, self.compact).await?;
+        let t = self.tiers();
         // Without Redis there is nowhere else to write: the SQL tier is always written then.
         // Write-behind leaves SQL to the flusher.
-        let to_sql = self.sql.is_some()
-            && (self.redis.is_none() || (opts.sync_to_database && self.write_behind.is_none()));
-        if opts.ttl.is_some() && self.redis.is_some() && !to_sql {
+        let to_sql = t.sql.is_some()
+            && (t.redis.is_none() || (opts.sync_to_database && self.write_behind.is_none()));
+        if opts.ttl.is_some() && t.redis.is_some() && !to_sql {
             return Err(Error::invalid(
                 "ttl on a write that goes to Redis only would expire the only copy of the keys; \
                  write to the database too (syncToDatabase, write-through) or drop the ttl",
             ));
         }
-        if let (Some(redis), Some(_), false) = (&self.redis, &self.sql, to_sql) {
-            redis.index_dirty(sid).await?;
-            if self.write_behind.is_some() {
-                self.behind.lock().insert(sid.to_string());
-                self.start_flusher();
-            }
+        // the tiers get the stored forms, the cache the JSON text callers read
+        let plain = t.cache.is_some().then(|| batch.clone());
+        let batch = store_forms(batch, self.compact).await?;
+        let redis = t.redis.as_ref().map(|_| match (&t.sql, to_sql) {
+            (Some(_), true) => Durability::Durable,
+            (Some(_), false) => Durability::RedisOnly,
+            (None, _) => Durability::NoSql,
+        });
+        if redis == Some(Durability::RedisOnly) && self.write_behind.is_some() {
+            self.behind.lock().insert(sid.to_string());
+            self.start_flusher();
         }
-        if let Some(sql) = self.sql.as_ref().filter(|_| to_sql) {
-            if let Err(e) = sql.write(sid, &batch).await {
-                self.forget(sid, &batch);
-                return Err(e);
-            }
-        }
+        let slot = self.pipeline.session(sid).await?;
         self.touch(sid);
-        if let Some(redis) = &self.redis {
-            let durability = match (&self.sql, to_sql) {
-                (Some(_), true) => Durability::Durable,
-                (Some(_), false) => Durability::RedisOnly,
-                (None, _) => Durability::NoSql,
-            };
-            if let Err(e) = redis.write(sid, &batch, opts.ttl, durability).await {
-                self.forget(sid, &batch);
-                if to_sql {
-                    if let Err(e2) = redis.invalidate(sid, &batch).await {
-                        log::warn!("redis write failed after the SQL commit and its records could not be invalidated: {e2}");
-                    }
-                }
-                return Err(e);
-            }
-        }
-        if let (Some(cache), Some(plain)) = (&self.cache, &plain) {
-            cache.apply_write(sid, plain.creds.as_ref(), &plain.keys);
-        }
-        Ok(())
+        let job = WriteJob {
+            batch,
+            plain,
+            to_sql,
+            redis,
+            ttl: opts.ttl,
+        };
+        self.pipeline
+            .submit(sid, slot, Op::Write(Box::new(job)))
+            .await
     }
 
-    fn forget(&self, sid: &SessionId, batch: &WriteBatch) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(sid, batch.creds.is_some(), &batch.keys);
-        }
-    }
-
-    /// Copies a session's records that were written to Redis only (`syncToDatabase: false`) to
-    /// SQL and marks them clean, so the memory manager may evict the session. Returns how many
-    /// records were flushed. A record written again meanwhile stays dirty for the next flush.
+    /// Copies a session's records that were written to Redis only (`syncToDatabase: false`,
+    /// write-behind) to SQL and marks them clean, so the memory manager may evict the session.
+    /// Returns how many records were flushed. A record written again meanwhile stays dirty for
+    /// the next flush.
     pub async fn flush(&self, sid: &SessionId) -> Result<u64> {
         self.check_open()?;
-        let (Some(redis), Some(sql)) = (&self.redis, &self.sql) else {
+        let t = self.tiers();
+        if t.redis.is_none() || t.sql.is_none() {
             return Ok(0);
-        };
-        flush_session(redis, sql, sid).await
+        }
+        let slot = self.pipeline.session(sid).await?;
+        self.pipeline.submit(sid, slot, Op::Flush).await
     }
 
     /// Flushes every session of the dirty index (any process's: what a crashed write-behind
-    /// process left). Returns the records flushed.
+    /// process left), each once. Returns the records flushed; if some sessions failed, the
+    /// others are still flushed and the first failure is returned (every one is reported).
     pub async fn flush_all(&self) -> Result<u64> {
         self.check_open()?;
-        let (Some(redis), Some(sql)) = (&self.redis, &self.sql) else {
-            return Ok(0);
-        };
-        let mut total = 0;
-        loop {
-            let n = flush_pass(redis, sql).await?;
-            total += n.records;
-            if n.sessions < FLUSH_BATCH {
-                return Ok(total);
-            }
-        }
+        self.pipeline.flush_pass().await
     }
 
     /// Starts the write-behind flusher (idempotent; needs the async runtime).
     fn start_flusher(&self) {
-        let (Some(every), Some(redis), Some(sql)) = (self.write_behind, &self.redis, &self.sql)
-        else {
+        let Some(every) = self.write_behind else {
             return;
         };
         let mut slot = self.flusher.lock();
         if slot.is_some() {
             return;
         }
-        let (redis, sql) = (redis.clone(), sql.clone());
+        let pipeline = self.pipeline.clone();
         *slot = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if redis.is_closed() || sql.is_closed() {
+                if pipeline.tiers_closed() {
                     return;
                 }
-                if let Err(e) = flush_pass(&redis, &sql).await {
-                    log::warn!("write-behind flush failed (will retry): {e}");
-                }
+                // failures were reported one by one already
+                let _ = pipeline.flush_pass().await;
             }
         }));
     }
 
-    /// Removes every key of a session; its creds too unless `keep_creds`.
+    /// Removes every key of a session; its creds too unless `keep_creds`. Nothing written
+    /// before can come back: the clear has a version like any write.
     pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
         self.check_open()?;
-        if let Some(cache) = &self.cache {
-            cache.remove_session(sid, keep_creds);
+        let slot = self.pipeline.session(sid).await?;
+        self.pipeline
+            .submit(sid, slot, Op::Clear { keep_creds })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes a deleted session's last traces (its SQL tombstone row and Redis meta), for tools
+    /// and tests that own the whole deployment.
+    pub async fn purge_session(&self, sid: &SessionId) -> Result<()> {
+        self.delete_session(sid, false).await?;
+        let t = self.tiers();
+        if let Some(sql) = &t.sql {
+            sql.purge(sid).await?;
         }
-        if let Some(sql) = &self.sql {
-            sql.delete_session(sid, keep_creds).await?;
+        if let Some(redis) = &t.redis {
+            redis.purge(sid).await?;
         }
-        if let Some(redis) = &self.redis {
-            redis.delete_session(sid, keep_creds).await?;
-        }
-        if let Some(cache) = &self.cache {
-            cache.remove_session(sid, keep_creds);
-        }
+        self.pipeline.slots.lock().remove(&**sid);
         Ok(())
     }
 
     /// Records and bytes per type of one session, from the durable tier when there is one.
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
         self.check_open()?;
-        match (&self.sql, &self.redis) {
+        let t = self.tiers();
+        match (&t.sql, &t.redis) {
             (Some(sql), _) => sql.summary(sid).await,
             (None, Some(redis)) => redis.summary(sid).await,
             (None, None) => Ok(Vec::new()),
         }
     }
 
-    /// Every id of one type in one session: the union of what Redis and SQL hold.
+    /// Every id of one type in one session: what SQL and Redis hold, less what Redis holds
+    /// deleted but not yet flushed.
     pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
         self.check_open()?;
         ident::validate_type(kind)?;
+        let t = self.tiers();
         let mut ids = Vec::new();
-        if let Some(sql) = &self.sql {
+        let mut dead = HashSet::new();
+        if let Some(redis) = &t.redis {
+            self.pipeline.session(sid).await?;
+            let (live, tombs) = redis.list_ids(sid, kind).await?;
+            ids.extend(live);
+            dead.extend(tombs);
+        }
+        if let Some(sql) = &t.sql {
             ids.extend(sql.list_ids(sid, kind).await?);
         }
-        if let Some(redis) = &self.redis {
-            ids.extend(redis.list_ids(sid, kind).await?);
-        }
+        ids.retain(|id| !dead.contains(id));
         ids.sort();
         ids.dedup();
         Ok(ids)
     }
 
     pub fn stats(&self) -> StoreStats {
-        let c = &self.counters;
+        let t = self.tiers();
+        let c = &t.counters;
+        let (transactions, writes) = t.sql.as_ref().map_or((0, 0), |s| s.group_stats());
+        let (warnings, errors) = t.events.counts();
         StoreStats {
-            cache: self.cache.as_deref().map(KeyCache::stats),
+            cache: t.cache.as_deref().map(KeyCache::stats),
             redis_hits: c.redis_hits.load(Ordering::Relaxed),
             redis_misses: c.redis_misses.load(Ordering::Relaxed),
             sql_hits: c.sql_hits.load(Ordering::Relaxed),
             sql_misses: c.sql_misses.load(Ordering::Relaxed),
+            redis_rebuilds: c.rebuilds.load(Ordering::Relaxed),
+            sql_transactions: transactions,
+            sql_writes: writes,
+            warnings,
+            errors,
         }
     }
 
-    /// Closes the store and the tiers it holds, after flushing what this process wrote behind.
-    /// Later calls fail with `ERR_STORE_CLOSED`.
+    /// Closes the store: flushes what this process wrote behind, lets the lanes finish every
+    /// queued write (SQL, then Redis), then closes SQL, then Redis. Later calls fail with
+    /// `ERR_STORE_CLOSED`.
     pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let flusher = self.flusher.lock().take();
         if let Some(task) = flusher {
             task.abort();
         }
-        if let (Some(redis), Some(sql)) = (&self.redis, &self.sql) {
-            let pending: Vec<String> = self.behind.lock().drain().collect();
-            for name in pending {
-                let Ok(sid) = SessionId::new(name) else {
-                    continue;
-                };
-                let flushed = async {
-                    flush_session(redis, sql, &sid).await?;
-                    redis.unindex_if_clean(&sid).await
-                };
-                if let Err(e) = flushed.await {
-                    log::warn!("could not flush a written-behind session on close; it stays marked dirty for any process to flush: {e}");
+        let t = self.tiers();
+        let pending: Vec<String> = self.behind.lock().drain().collect();
+        for name in pending {
+            let Ok(sid) = SessionId::new(name) else {
+                continue;
+            };
+            let slot = self.pipeline.slot(&sid);
+            if let Err(e) = self.pipeline.submit(&sid, slot, Op::Flush).await {
+                t.events.error(
+                    e.code(),
+                    &format!("could not flush a written-behind session on close; it stays marked dirty in Redis for any process's flushAll(): {e}"),
+                );
+            }
+        }
+        // the lanes end once their queues are drained
+        *self.pipeline.lane_count.lock() = 0;
+        self.pipeline.lanes.lock().clear();
+        let tasks = std::mem::take(&mut *self.pipeline.tasks.lock());
+        for task in tasks {
+            if tokio::time::timeout(self.pipeline.deadline * 2, task)
+                .await
+                .is_err()
+            {
+                t.events.error(
+                    "ERR_TIMEOUT",
+                    "a write lane did not finish its queue in time",
+                );
+            }
+        }
+        if let Some(cache) = &t.cache {
+            cache.clear();
+        }
+        if let Some(sql) = &t.sql {
+            sql.close().await;
+        }
+        if let Some(redis) = &t.redis {
+            redis.close().await;
+        }
+    }
+}
+
+impl Pipeline {
+    fn tiers_closed(&self) -> bool {
+        self.tiers.redis.as_ref().is_some_and(|r| r.is_closed())
+            || self.tiers.sql.as_ref().is_some_and(|s| s.is_closed())
+    }
+
+    fn slot(&self, sid: &SessionId) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        if let Some(s) = slots.get(&**sid) {
+            return s.clone();
+        }
+        let s = Arc::new(Slot::default());
+        slots.insert(sid.to_string(), s.clone());
+        s
+    }
+
+    /// The session's slot, validated: its version counter seeded from what the tiers hold, its
+    /// Redis copy checked against SQL (and rebuilt when behind).
+    async fn session(&self, sid: &SessionId) -> Result<Arc<Slot>> {
+        let slot = self.slot(sid);
+        if slot.validated() {
+            return Ok(slot);
+        }
+        let gate = slot.clone();
+        let _one = gate.gate.lock().await;
+        if slot.validated() {
+            return Ok(slot);
+        }
+        let t = &self.tiers;
+        let (rv, sv) = match (&t.redis, &t.sql) {
+            (Some(r), Some(s)) => {
+                let (meta, sv) = tokio::join!(r.meta(sid), s.session_version(sid));
+                (meta?.ver, sv?)
+            }
+            (Some(r), None) => (r.meta(sid).await?.ver, 0),
+            (None, Some(s)) => (0, s.session_version(sid).await?),
+            (None, None) => (0, 0),
+        };
+        let mut floor = rv;
+        if t.redis.is_some() && t.sql.is_some() && rv < sv {
+            self.submit(sid, slot.clone(), Op::Rebuild).await?;
+            floor = sv;
+        }
+        let mut s = slot.state.lock();
+        s.last = s.last.max(rv).max(sv);
+        s.floor = s.floor.max(floor);
+        s.validated = true;
+        drop(s);
+        Ok(slot)
+    }
+
+    /// A read found the session's Redis copy below the floor: rebuild it (through the lane) so
+    /// the next reads come from SQL.
+    async fn redis_behind(&self, sid: &SessionId, slot: &Arc<Slot>) -> Result<()> {
+        self.tiers.events.warn(
+            "WARN_REDIS_BEHIND",
+            "a session's Redis copy is older than what this process wrote or read (Redis restarted, was restored from an older snapshot or failed over): rebuilding it from SQL",
+        );
+        slot.invalidate();
+        self.session(sid).await.map(|_| ())
+    }
+
+    fn lane(&self, sid: &SessionId) -> Result<mpsc::Sender<Job>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.is_empty() {
+            // first use: start the lanes (in the async runtime, which the constructor may lack)
+            let count = std::mem::take(&mut *self.lane_count.lock());
+            if count == 0 {
+                return Err(Error::StoreClosed);
+            }
+            let mut tasks = self.tasks.lock();
+            for _ in 0..count {
+                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                let (tx2, rx2) = mpsc::channel(4);
+                lanes.push(tx);
+                tasks.push(tokio::spawn(commit_stage(self.tiers.clone(), rx, tx2)));
+                tasks.push(tokio::spawn(apply_stage(self.tiers.clone(), rx2)));
+            }
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&**sid, &mut h);
+        Ok(lanes[std::hash::Hasher::finish(&h) as usize % lanes.len()].clone())
+    }
+
+    /// Queues a job on the session's lane and waits for its answer. A caller that gives up
+    /// (deadline) leaves a job the lane skips if it has not started it.
+    async fn submit(&self, sid: &SessionId, slot: Arc<Slot>, op: Op) -> Result<u64> {
+        let sender = self.lane(sid)?;
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            sid: sid.clone(),
+            slot,
+            op,
+            done,
+        };
+        let waited = tokio::time::timeout(self.deadline, async move {
+            sender.send(job).await.map_err(|_| Error::StoreClosed)?;
+            answer.await.map_err(|_| Error::StoreClosed)?
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                tier: if self.tiers.sql.is_some() {
+                    Tier::Database
+                } else {
+                    Tier::Redis
+                },
+                op: "write",
+                millis: self.deadline.as_millis(),
+            })
+        })
+    }
+
+    /// Flushes every session of the dirty index once; reports each failure, returns the first.
+    async fn flush_pass(&self) -> Result<u64> {
+        let t = &self.tiers;
+        let (Some(redis), Some(_)) = (&t.redis, &t.sql) else {
+            return Ok(0);
+        };
+        let sessions = redis.dirty_sessions().await.inspect_err(|e| {
+            t.events.warn(
+                e.code(),
+                &format!("write-behind flush could not read the dirty index: {e}"),
+            )
+        })?;
+        let mut total = 0;
+        let mut first_error = None;
+        for chunk in sessions.chunks(FLUSH_PARALLEL) {
+            let flushes = chunk.iter().filter_map(|name| {
+                let sid = SessionId::new(name.clone()).ok()?;
+                let slot = self.slot(&sid);
+                // a flush needs no validation: it writes SQL only over older versions
+                Some(async move { self.submit(&sid, slot, Op::Flush).await })
+            });
+            for r in futures::future::join_all(flushes).await {
+                match r {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        t.events.warn(
+                            e.code(),
+                            &format!("write-behind flush of a session failed (it stays dirty for the next pass): {e}"),
+                        );
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
-        self.closed.store(true, Ordering::Release);
-        if let Some(cache) = &self.cache {
-            cache.clear();
-        }
-        if let Some(redis) = &self.redis {
-            redis.close().await;
-        }
-        if let Some(sql) = &self.sql {
-            sql.close().await;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
         }
     }
+}
+
+/// The lane's first stage: groups queued writes, gives each the session's next version, commits
+/// their SQL part, hands the survivors to the second stage in order.
+async fn commit_stage(
+    tiers: Arc<Tiers>,
+    mut rx: mpsc::Receiver<Job>,
+    next: mpsc::Sender<Vec<(Job, u64)>>,
+) {
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let mut group = vec![first];
+        if group[0].write().is_some() {
+            let mut bytes = group[0].write().map_or(0, |w| w.batch.byte_size());
+            while group.len() < MAX_GROUP_JOBS && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(j) if j.write().is_some() => {
+                        bytes += j.write().map_or(0, |w| w.batch.byte_size());
+                        group.push(j);
+                    }
+                    Ok(j) => {
+                        held = Some(j);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // callers that gave up: skip what has not started
+        group.retain(|j| !j.done.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        let versioned: Vec<(Job, u64)> = group
+            .into_iter()
+            .map(|j| {
+                let v = match j.op {
+                    Op::Write(_) | Op::Clear { .. } => j.slot.next_version(),
+                    Op::Flush | Op::Rebuild => 0,
+                };
+                (j, v)
+            })
+            .collect();
+        let survivors = commit_sql(&tiers, versioned).await;
+        if !survivors.is_empty() && next.send(survivors).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Commits the SQL part of a group; answers the jobs that failed, returns the others.
+async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
+    let Some(sql) = &tiers.sql else {
+        return group;
+    };
+    if let [(job, v)] = group.as_slice() {
+        if let Op::Clear { keep_creds } = job.op {
+            let r = sql.clear(&job.sid, *v, keep_creds).await;
+            return match r {
+                Ok(()) => group,
+                Err(e) => {
+                    group
+                        .into_iter()
+                        .for_each(|(j, _)| j.answer(Err(e.clone())));
+                    Vec::new()
+                }
+            };
+        }
+    }
+    let writes: Vec<VersionedWrite<'_>> = group
+        .iter()
+        .filter_map(|(j, v)| {
+            j.write().filter(|w| w.to_sql).map(|w| VersionedWrite {
+                sid: &j.sid,
+                batch: &w.batch,
+                version: *v,
+            })
+        })
+        .collect();
+    if writes.is_empty() {
+        return group;
+    }
+    let failed: Option<(Error, bool)> = match sql.commit(&writes).await {
+        Ok(()) => None,
+        Err(ce) => Some((ce.error, ce.statement_level && writes.len() > 1)),
+    };
+    drop(writes);
+    match failed {
+        None => group,
+        // a connection-level failure would fail every write the same way: fail them all now
+        Some((e, false)) => {
+            let mut out = Vec::new();
+            for (j, v) in group {
+                if j.write().is_some_and(|w| w.to_sql) {
+                    j.answer(Err(e.clone()));
+                } else {
+                    out.push((j, v));
+                }
+            }
+            out
+        }
+        // one bad write must not fail the others: each alone
+        Some((_, true)) => {
+            let mut out = Vec::new();
+            for (j, v) in group {
+                let alone = j.write().filter(|w| w.to_sql).map(|w| VersionedWrite {
+                    sid: &j.sid,
+                    batch: &w.batch,
+                    version: v,
+                });
+                let r = match alone {
+                    Some(w) => sql.commit(&[w]).await.map_err(|ce| ce.error),
+                    None => Ok(()),
+                };
+                match r {
+                    Ok(()) => out.push((j, v)),
+                    Err(e) => j.answer(Err(e)),
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The lane's second stage: applies each job's Redis part and the cache in commit order, then
+/// answers.
+async fn apply_stage(tiers: Arc<Tiers>, mut rx: mpsc::Receiver<Vec<(Job, u64)>>) {
+    while let Some(group) = rx.recv().await {
+        if group.iter().all(|(j, _)| j.write().is_some()) {
+            apply_writes(&tiers, group).await;
+            continue;
+        }
+        for (job, v) in group {
+            let r = match &job.op {
+                Op::Write(_) => {
+                    apply_writes(&tiers, vec![(job, v)]).await;
+                    continue;
+                }
+                Op::Clear { keep_creds } => clear_tiers(&tiers, &job, v, *keep_creds).await,
+                Op::Flush => flush_session(&tiers, &job.sid).await,
+                Op::Rebuild => rebuild(&tiers, &job.sid, &job.slot).await.map(|_| 0),
+            };
+            job.answer(r);
+        }
+    }
+}
+
+async fn clear_tiers(tiers: &Tiers, job: &Job, v: u64, keep_creds: bool) -> Result<u64> {
+    if let Some(redis) = &tiers.redis {
+        if let Err(e) = redis.clear(&job.sid, v, keep_creds).await {
+            job.slot.invalidate();
+            if let Some(cache) = &tiers.cache {
+                cache.remove_session(&job.sid, keep_creds);
+            }
+            return Err(e);
+        }
+        job.slot.raise_floor(v);
+    }
+    if let Some(cache) = &tiers.cache {
+        cache.remove_session(&job.sid, keep_creds);
+    }
+    Ok(v)
+}
+
+/// Sends the Redis scripts of consecutive writes together (one pipelined burst, in order), then
+/// settles each: cache, answer.
+async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
+    let results: Vec<Option<Result<Applied>>> = match &tiers.redis {
+        None => group.iter().map(|_| None).collect(),
+        Some(redis) => {
+            let futs = group.iter().map(|(j, v)| {
+                let w = j.write();
+                let floor = j.slot.floor();
+                async move {
+                    let w = w?;
+                    let durability = w.redis?;
+                    let r = redis
+                        .write(&j.sid, &w.batch, *v, floor, w.ttl, durability)
+                        .await;
+                    if r.is_ok() && durability == Durability::RedisOnly {
+                        if let Err(e) = redis.index_dirty(&j.sid).await {
+                            return Some(Err(e));
+                        }
+                    }
+                    Some(r)
+                }
+            });
+            futures::future::join_all(futs).await
+        }
+    };
+    for ((job, v), r) in group.into_iter().zip(results) {
+        let Some(w) = job.write() else {
+            continue;
+        };
+        let outcome = match r {
+            None | Some(Ok(Applied::Yes)) => Ok(()),
+            Some(Ok(Applied::Stale)) => recover_write(tiers, &job, v).await,
+            Some(Ok(Applied::BelowClear)) => {
+                job.slot.invalidate();
+                Err(Error::SessionLocked(
+                    "another process cleared this session after this write was versioned; the write is void"
+                        .into(),
+                ))
+            }
+            Some(Err(e)) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                if w.redis.is_some() {
+                    job.slot.raise_floor(v);
+                }
+                if let (Some(cache), Some(plain)) = (&tiers.cache, &w.plain) {
+                    cache.apply_write(&job.sid, plain.creds.as_ref(), &plain.keys);
+                }
+                job.answer(Ok(v));
+            }
+            Err(e) => {
+                // SQL may hold the write: check the session's Redis copy on its next use
+                job.slot.invalidate();
+                if let Some(cache) = &tiers.cache {
+                    cache.invalidate(&job.sid, w.batch.creds.is_some(), &w.batch.keys);
+                }
+                job.answer(Err(e));
+            }
+        }
+    }
+}
+
+/// A write script found the session's Redis copy behind: rebuild it from SQL, then apply the
+/// write again if only Redis holds it.
+async fn recover_write(tiers: &Tiers, job: &Job, v: u64) -> Result<()> {
+    tiers.events.warn(
+        "WARN_REDIS_BEHIND",
+        "a session's Redis copy is older than what this process wrote (Redis restarted, was restored from an older snapshot or failed over): rebuilding it from SQL",
+    );
+    let floor = rebuild(tiers, &job.sid, &job.slot).await?;
+    let (Some(redis), Some(w)) = (&tiers.redis, job.write()) else {
+        return Ok(());
+    };
+    let Some(durability) = w.redis.filter(|d| *d != Durability::Durable) else {
+        return Ok(()); // SQL holds it; reads now come from SQL
+    };
+    match redis
+        .write(&job.sid, &w.batch, v, floor, w.ttl, durability)
+        .await?
+    {
+        Applied::Yes => {
+            if durability == Durability::RedisOnly {
+                redis.index_dirty(&job.sid).await?;
+            }
+            Ok(())
+        }
+        _ => Err(Error::Redis(
+            "the session's Redis copy kept moving backwards while it was rebuilt".into(),
+        )),
+    }
+}
+
+/// Makes a session's Redis copy consistent with SQL again: flushes its dirty records (only over
+/// older SQL rows), then drops everything else and sets its version to SQL's. Without SQL,
+/// accepts what Redis has. Returns the new floor.
+async fn rebuild(tiers: &Tiers, sid: &SessionId, slot: &Slot) -> Result<u64> {
+    let Some(redis) = &tiers.redis else {
+        return Ok(0);
+    };
+    let floor = match &tiers.sql {
+        Some(sql) => {
+            flush_session(tiers, sid).await?;
+            let sv = sql.session_version(sid).await?;
+            redis.rebuild(sid, sv).await?;
+            tiers.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+            // the cache stays: it holds what was acknowledged, or read after a check of Redis
+            sv
+        }
+        None => {
+            tiers.events.error(
+                "ERR_REDIS",
+                "a session's Redis copy lost writes and there is no SQL tier to rebuild it from",
+            );
+            redis.meta(sid).await?.ver
+        }
+    };
+    let mut s = slot.state.lock();
+    s.floor = floor;
+    s.last = s.last.max(floor);
+    Ok(floor)
+}
+
+/// Copies a session's dirty records from Redis to SQL (each at the version that wrote it, so
+/// only over older rows) and clears their marks. A mark whose record Redis no longer holds
+/// (expired, evicted by a Redis `maxmemory-policy`) is reported and dropped: SQL's older copy is
+/// all that is left.
+async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64> {
+    let (Some(redis), Some(sql)) = (&tiers.redis, &tiers.sql) else {
+        return Ok(0);
+    };
+    let marks = redis.dirty_records(sid).await?;
+    if marks.is_empty() {
+        redis.unindex_if_clean(sid).await?;
+        return Ok(0);
+    }
+    let mut by_version: BTreeMap<u64, WriteBatch> = BTreeMap::new();
+    let mut done: Vec<(String, u64, bool)> = Vec::with_capacity(marks.len());
+    let mut lost = 0u64;
+    let mut by_type: BTreeMap<String, Vec<(String, String, u64)>> = BTreeMap::new();
+    for (name, mark) in marks {
+        if name == NOSQL_RECORD {
+            continue; // written by a store without SQL: never flushed
+        }
+        if name == CREDS_RECORD {
+            match redis.creds_record(sid).await? {
+                Some(Opened {
+                    version,
+                    value: Some(c),
+                }) if version >= mark => {
+                    by_version.entry(version).or_default().creds = Some(c);
+                    done.push((name, version, false));
+                }
+                _ => {
+                    lost += 1;
+                    done.push((name, mark, false));
+                }
+            }
+            continue;
+        }
+        let Some((escaped, id)) = name.split_once('\0') else {
+            continue;
+        };
+        let (escaped, id) = (escaped.to_string(), id.to_string());
+        by_type
+            .entry(escaped)
+            .or_default()
+            .push((id, name.clone(), mark));
+    }
+    for (escaped, entries) in by_type {
+        let Some(kind) = ident::unescape(&escaped) else {
+            continue;
+        };
+        let ids: Vec<String> = entries.iter().map(|(id, _, _)| id.clone()).collect();
+        let records = redis.records(sid, &escaped, &ids).await?;
+        for ((id, name, mark), rec) in entries.into_iter().zip(records) {
+            match rec {
+                // older than the mark: the dirty record was lost and an older copy warmed back
+                Some(Opened { version, value }) if version >= mark => {
+                    let tomb = value.is_none();
+                    by_version.entry(version).or_default().keys.push(KeyWrite {
+                        kind: kind.clone(),
+                        id,
+                        value,
+                    });
+                    done.push((name, version, tomb));
+                }
+                _ => {
+                    lost += 1;
+                    done.push((name, mark, false));
+                }
+            }
+        }
+    }
+    if lost > 0 {
+        tiers.events.warn(
+            "WARN_RECORD_LOST",
+            &format!("{lost} record(s) written to Redis only were gone from Redis before they were flushed (expired, or evicted by Redis' maxmemory-policy); SQL keeps its older copy"),
+        );
+    }
+    let writes: Vec<VersionedWrite<'_>> = by_version
+        .iter()
+        .map(|(v, batch)| VersionedWrite {
+            sid,
+            batch,
+            version: *v,
+        })
+        .collect();
+    let flushed = by_version
+        .values()
+        .map(|b| b.keys.len() + b.creds.is_some() as usize)
+        .sum::<usize>() as u64;
+    if !writes.is_empty() {
+        sql.commit(&writes).await.map_err(|ce| ce.error)?;
+    }
+    redis.clean(sid, &done).await?;
+    redis.unindex_if_clean(sid).await?;
+    Ok(flushed)
 }
 
 /// The stored bytes as the JSON text they encode (compact values expanded, others as they are).
@@ -537,71 +1285,4 @@ async fn store_forms(batch: WriteBatch, compact: bool) -> Result<WriteBatch> {
     tokio::task::spawn_blocking(move || run(batch, compact))
         .await
         .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))
-}
-
-struct PassReport {
-    sessions: usize,
-    records: u64,
-}
-
-/// One write-behind pass: flushes up to [`FLUSH_BATCH`] sessions of the dirty index.
-async fn flush_pass(redis: &RedisTier, sql: &SqlStore) -> Result<PassReport> {
-    let sessions = redis.dirty_sessions(FLUSH_BATCH).await?;
-    let mut records = 0;
-    for name in &sessions {
-        let Ok(sid) = SessionId::new(name.clone()) else {
-            continue;
-        };
-        records += flush_session(redis, sql, &sid).await?;
-        redis.unindex_if_clean(&sid).await?;
-    }
-    Ok(PassReport {
-        sessions: sessions.len(),
-        records,
-    })
-}
-
-/// Copies a session's dirty records from Redis to SQL and clears their marks.
-async fn flush_session(redis: &RedisTier, sql: &SqlStore, sid: &SessionId) -> Result<u64> {
-    // versions first, then values: a value newer than its version is harmless, the reverse
-    // would clear a mark SQL has not caught up with
-    let marks = redis.dirty_records(sid).await?;
-    if marks.is_empty() {
-        return Ok(0);
-    }
-    let mut batch = WriteBatch::default();
-    let mut by_type: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for (name, _) in &marks {
-        if name == NOSQL_RECORD {
-            // written by a store without SQL: its records were never marked one by one
-            continue;
-        }
-        if name == CREDS_RECORD {
-            batch.creds = redis.get_creds(sid).await?;
-            if batch.creds.is_none() {
-                // creds deleted in Redis only: leave the mark, SQL keeps its copy until a delete
-                continue;
-            }
-        } else if let Some((kind, id)) = name.split_once('\0') {
-            by_type.entry(kind).or_default().push(id.to_string());
-        }
-    }
-    for (kind, ids) in &by_type {
-        let values = redis.get_keys(sid, kind, ids).await?;
-        for (id, v) in ids.iter().zip(values) {
-            batch.keys.push(KeyWrite {
-                kind: kind.to_string(),
-                id: id.clone(),
-                value: v,
-            });
-        }
-    }
-    let flushed = (batch.keys.len() + batch.creds.is_some() as usize) as u64;
-    sql.write(sid, &batch).await?;
-    let done: Vec<(String, String)> = marks
-        .into_iter()
-        .filter(|(name, _)| name != NOSQL_RECORD && (name != CREDS_RECORD || batch.creds.is_some()))
-        .collect();
-    redis.clean(sid, &done).await?;
-    Ok(flushed)
 }

@@ -247,7 +247,10 @@ async fn sqlite_file_survives_reopen() {
         store.close().await;
     }
     let sql = SqlStore::connect(options(&url)).await.unwrap();
-    assert_eq!(sql.schema_version().await.unwrap(), 1);
+    assert_eq!(
+        sql.schema_version().await.unwrap(),
+        wa_auth_core::sql::SCHEMA_VERSION
+    );
     let store = AuthStore::new(None, Some(sql), StoreOptions::default()).unwrap();
     let got = store.get_keys(&s, "session", &ids(&["a"])).await.unwrap();
     assert_eq!(bytes(&got[0]), Some(&b"kept"[..]));
@@ -328,7 +331,7 @@ async fn read_through_warms_redis() {
 
     // a warm never overwrites a newer value
     write(&redis_only, &s, vec![put("session", "2", b"new")]).await;
-    r.warm_keys(&s, "session", &[("2", &Arc::from(&b"old"[..]))], "")
+    r.warm_keys(&s, "session", &[("2", 0, &Arc::from(&b"old"[..]))], "")
         .await
         .unwrap();
     let got = redis_only
@@ -504,8 +507,20 @@ async fn concurrent_writes_share_group_commits() {
         creds: Some(Arc::from(&b"c"[..])),
         keys: vec![],
     };
-    let (a, b) = tokio::join!(p.write(&bad, &nul), p.write(&good, &fine));
-    assert_eq!(a.unwrap_err().code(), "ERR_DATABASE");
-    b.unwrap();
+    let w = |sid, batch| wa_auth_core::sql::VersionedWrite {
+        sid,
+        batch,
+        version: 1,
+    };
+    // together they fail as a statement-level error (the lane then retries each alone) ...
+    let both = p
+        .commit(&[w(&bad, &nul), w(&good, &fine)])
+        .await
+        .unwrap_err();
+    assert_eq!(both.error.code(), "ERR_DATABASE");
+    assert!(both.statement_level);
+    // ... and alone only the bad one fails
+    assert!(p.commit(&[w(&bad, &nul)]).await.is_err());
+    p.commit(&[w(&good, &fine)]).await.unwrap();
     assert!(fresh.get_creds(&good).await.unwrap().is_some());
 }

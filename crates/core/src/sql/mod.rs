@@ -1,8 +1,17 @@
-//! The SQL tier: typed sqlx pools, one module per dialect, one transaction per write.
+//! The SQL tier: typed sqlx pools, one module per dialect, one transaction per group commit.
 //!
-//! Schema (versioned, applied on connect): `wa_auth_sessions(session_id PK, creds, created_at,
-//! updated_at)` and `wa_auth_keys(session_id, type, id, value, updated_at, PK(session_id, type, id))`,
-//! values as bytes, times as epoch milliseconds. `wa_auth_migrations(version)` records what ran.
+//! Schema (versioned, applied on connect): `wa_auth_sessions(session_id PK, creds, creds_version,
+//! version, cleared_version, epoch, created_at, updated_at)` and `wa_auth_keys(session_id, type,
+//! id, value, version, updated_at, PK(session_id, type, id))`, values as bytes, times as epoch
+//! milliseconds. `wa_auth_migrations(version)` records what ran; `wa_auth_leases` holds session
+//! leases.
+//!
+//! Versions: every write carries the version the store gave it. A row is only replaced by a
+//! higher version (`... DO UPDATE ... WHERE version < new`), a delete leaves a tombstone row
+//! (`value` NULL) at its version, and a session's `version` is the highest one committed for it,
+//! so a reader can tell when Redis holds less than SQL. Clearing a session sets
+//! `cleared_version`: rows below it are dead whatever raced the clear (reads filter them), and
+//! the clear deletes them.
 
 mod keyed;
 mod mysql;
@@ -10,15 +19,13 @@ mod nodelay;
 mod postgres;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{url_secrets, SqlOptions};
 use crate::error::{scrub, with_timeout, Error, Result, Tier};
-use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
-
 use crate::model::{SessionId, Value, WriteBatch};
 
 /// Calls the function of that name in the module of `$pool`'s dialect, with the pool first.
@@ -33,7 +40,7 @@ macro_rules! on_dialect {
 }
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Applies the migrations newer than the recorded version on `$conn` (a transaction or a locked
 /// connection): refuses a schema newer than this build, records each version applied.
 macro_rules! apply_migrations {
@@ -59,7 +66,7 @@ macro_rules! apply_migrations {
 }
 pub(crate) use apply_migrations;
 
-/// Rows per multi-row statement: a pairing burst (812 pre-keys) fits in one, and 5 columns x 1000
+/// Rows per multi-row statement: a pairing burst (812 pre-keys) fits in one, and 6 columns x 1000
 /// rows stays under SQLite's 32,766 and MySQL's 65,535 bind parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 /// Value bytes per multi-row statement (keeps MySQL under `max_allowed_packet`).
@@ -84,94 +91,39 @@ pub struct SqlStore {
     timeout: Duration,
     secrets: Vec<String>,
     closed: AtomicBool,
-    /// Writes wait here for the group committers (see [`Committer`]), one lane per session hash.
-    lanes: Mutex<Vec<mpsc::UnboundedSender<Job>>>,
-    committers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    groups: Arc<GroupStats>,
+    groups: GroupStats,
+    max_connections: u32,
 }
 
-/// Most writes one group transaction takes, and about how many value bytes.
-const MAX_GROUP_JOBS: usize = 256;
-const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
-/// Most group committers (transactions in flight) per pool.
-const MAX_LANES: usize = 4;
-
-struct Job {
-    sid: SessionId,
-    batch: WriteBatch,
-    done: oneshot::Sender<Result<()>>,
-}
-
-/// How the group committer has been batching.
+/// How the group commits have been batching.
 #[derive(Default, Debug)]
 pub struct GroupStats {
     pub transactions: AtomicU64,
     pub writes: AtomicU64,
 }
 
-/// Group commit: concurrent writes (of any sessions) queue up while a lane's transaction commits, and
-/// the next transaction takes them all, merged in arrival order. Each caller is answered only
-/// after the transaction holding its write committed. If a group fails, its writes are retried
-/// one transaction each, so one bad write cannot fail the others.
-struct Committer {
-    pool: Pool,
-    timeout: Duration,
-    secrets: Vec<String>,
-    groups: Arc<GroupStats>,
+/// One write of a group commit: a session's batch at the version the store gave it.
+#[derive(Clone, Copy)]
+pub struct VersionedWrite<'a> {
+    pub sid: &'a SessionId,
+    pub batch: &'a WriteBatch,
+    pub version: u64,
 }
 
-impl Committer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        while let Some(first) = rx.recv().await {
-            let mut bytes = first.batch.byte_size();
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP_JOBS && bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        bytes += job.batch.byte_size();
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            match self.commit(&group).await {
-                Ok(()) => group.into_iter().for_each(|j| {
-                    let _ = j.done.send(Ok(()));
-                }),
-                Err(e) if group.len() == 1 => {
-                    if let Some(j) = group.pop() {
-                        let _ = j.done.send(Err(e));
-                    }
-                }
-                Err(_) => {
-                    for job in group {
-                        let r = self.commit(std::slice::from_ref(&job)).await;
-                        let _ = job.done.send(r);
-                    }
-                }
-            }
-        }
-    }
+/// A failed commit, and whether the failure belongs to the statements (each write of the group
+/// may succeed alone) or to the connection (every write would fail the same way).
+#[derive(Debug)]
+pub struct CommitError {
+    pub error: Error,
+    pub statement_level: bool,
+}
 
-    async fn commit(&self, jobs: &[Job]) -> Result<()> {
-        let merged = Merged::of(jobs.iter().map(|j| (&j.sid, &j.batch)));
-        let now = now_ms();
-        let pool = &self.pool;
-        let write = Box::pin(async move { on_dialect!(pool, write(&merged, now)) });
-        let r = with_timeout(Tier::Database, "write", self.timeout, async {
-            write
-                .await
-                .map_err(|e| map_err(e, &self.secrets, self.timeout))
-        })
-        .await;
-        if r.is_ok() {
-            self.groups.transactions.fetch_add(1, Ordering::Relaxed);
-            self.groups
-                .writes
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        }
-        r
-    }
+/// A row read back with the version that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedRow {
+    pub id: String,
+    pub version: u64,
+    pub value: Value,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -220,39 +172,88 @@ pub(crate) fn chunks_within<T>(
     out
 }
 
-/// Batches of one or many sessions merged in order (the last change of a record wins), sorted
-/// by key so concurrent writers lock rows in one order.
-#[derive(Default)]
+/// The session row a write upserts: its version rises to `version`; `creds` replace the stored
+/// creds when `creds_version` is higher than theirs; `cleared` raises the cleared watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionRow<'a> {
+    pub sid: &'a str,
+    pub version: i64,
+    pub creds: Option<&'a [u8]>,
+    pub creds_version: i64,
+    pub cleared: i64,
+}
+
+/// A key row: a value, or a tombstone (`None`), at a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyRow<'a> {
+    pub sid: &'a str,
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub value: Option<&'a [u8]>,
+    pub version: i64,
+}
+
+impl KeyRow<'_> {
+    pub fn size(&self) -> usize {
+        self.sid.len() + self.kind.len() + self.id.len() + self.value.map_or(0, |v| v.len()) + 24
+    }
+}
+
+impl SessionRow<'_> {
+    pub fn size(&self) -> usize {
+        self.sid.len() + self.creds.map_or(0, |c| c.len()) + 32
+    }
+}
+
+/// Versioned writes of one or many sessions merged: the highest version of each record wins,
+/// rows sorted by key so concurrent writers lock rows in one order.
+#[derive(Default, Debug)]
 pub(crate) struct Merged<'a> {
-    pub creds: Vec<(&'a str, &'a [u8])>,
-    pub puts: Vec<(&'a str, &'a str, &'a str, &'a [u8])>,
-    pub dels: Vec<(&'a str, &'a str, &'a str)>,
+    pub sessions: Vec<SessionRow<'a>>,
+    pub keys: Vec<KeyRow<'a>>,
 }
 
 impl<'a> Merged<'a> {
-    pub fn of(jobs: impl IntoIterator<Item = (&'a SessionId, &'a WriteBatch)>) -> Self {
-        use std::collections::BTreeMap;
-        let mut creds: BTreeMap<&str, &[u8]> = BTreeMap::new();
-        let mut keys: BTreeMap<(&str, &str, &str), Option<&[u8]>> = BTreeMap::new();
-        for (sid, batch) in jobs {
-            if let Some(c) = &batch.creds {
-                creds.insert(sid, c);
+    pub fn of(writes: &[VersionedWrite<'a>]) -> Self {
+        let mut sessions: BTreeMap<&str, SessionRow<'a>> = BTreeMap::new();
+        let mut keys: BTreeMap<(&str, &str, &str), KeyRow<'a>> = BTreeMap::new();
+        for w in writes {
+            let v = w.version as i64;
+            let row = sessions.entry(&**w.sid).or_insert(SessionRow {
+                sid: w.sid,
+                version: v,
+                creds: None,
+                creds_version: 0,
+                cleared: 0,
+            });
+            row.version = row.version.max(v);
+            if let Some(c) = &w.batch.creds {
+                if v >= row.creds_version {
+                    row.creds = Some(c);
+                    row.creds_version = v;
+                }
             }
-            for k in &batch.keys {
-                keys.insert((sid, &k.kind, &k.id), k.value.as_deref());
+            for k in &w.batch.keys {
+                let new = KeyRow {
+                    sid: w.sid,
+                    kind: &k.kind,
+                    id: &k.id,
+                    value: k.value.as_deref(),
+                    version: v,
+                };
+                keys.entry((&**w.sid, &k.kind, &k.id))
+                    .and_modify(|old| {
+                        if new.version >= old.version {
+                            *old = new;
+                        }
+                    })
+                    .or_insert(new);
             }
         }
-        let mut m = Merged {
-            creds: creds.into_iter().collect(),
-            ..Default::default()
-        };
-        for ((sid, kind, id), v) in keys {
-            match v {
-                Some(v) => m.puts.push((sid, kind, id, v)),
-                None => m.dels.push((sid, kind, id)),
-            }
+        Merged {
+            sessions: sessions.into_values().collect(),
+            keys: keys.into_values().collect(),
         }
-        m
     }
 }
 
@@ -289,32 +290,13 @@ impl SqlStore {
             })
         })
         .await?;
-        let groups = Arc::new(GroupStats::default());
-        // SQLite has one writer at a time anyway; servers commit lanes in parallel.
-        let lane_count = match dialect {
-            Dialect::Sqlite => 1,
-            _ => (opts.max_connections as usize / 2).clamp(1, MAX_LANES),
-        };
-        let (mut lanes, mut committers) = (Vec::new(), Vec::new());
-        for _ in 0..lane_count {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let committer = Committer {
-                pool: pool.clone(),
-                timeout: opts.timeout,
-                secrets: secrets.clone(),
-                groups: groups.clone(),
-            };
-            lanes.push(tx);
-            committers.push(tokio::spawn(committer.run(rx)));
-        }
         let store = SqlStore {
             pool,
             timeout: opts.timeout,
             secrets,
             closed: AtomicBool::new(false),
-            lanes: Mutex::new(lanes),
-            committers: Mutex::new(committers),
-            groups,
+            groups: GroupStats::default(),
+            max_connections: opts.max_connections,
         };
         // Fast path of every open after the first: the schema is current, take no lock, run no DDL.
         if store.schema_version().await.ok() == Some(SCHEMA_VERSION) {
@@ -337,6 +319,19 @@ impl SqlStore {
         }
     }
 
+    /// How many group commits may run at once: SQLite has one writer anyway, servers commit
+    /// in parallel on half the pool (at most 4).
+    pub fn parallel_commits(&self) -> usize {
+        match self.dialect() {
+            Dialect::Sqlite => 1,
+            _ => (self.max_connections as usize / 2).clamp(1, 4),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn err(&self, e: sqlx::Error) -> Error {
         map_err(e, &self.secrets, self.timeout)
     }
@@ -357,20 +352,30 @@ impl SqlStore {
         .await
     }
 
-    pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
+    /// The creds of a session and the version that wrote them.
+    pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<(u64, Value)>> {
         self.call("select creds", async {
             on_dialect!(&self.pool, get_creds(sid))
         })
         .await
     }
 
-    /// The rows of `ids` that exist, in no particular order.
+    /// The highest version committed for the session (0 for a session SQL does not know).
+    pub async fn session_version(&self, sid: &SessionId) -> Result<u64> {
+        self.call("select session version", async {
+            on_dialect!(&self.pool, session_version(sid))
+        })
+        .await
+    }
+
+    /// The live rows of `ids` (tombstones and rows below the cleared watermark left out), in no
+    /// particular order.
     pub async fn get_keys(
         &self,
         sid: &SessionId,
         kind: &str,
         ids: &[String],
-    ) -> Result<Vec<(String, Value)>> {
+    ) -> Result<Vec<VersionedRow>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -380,42 +385,62 @@ impl SqlStore {
         .await
     }
 
-    /// Applies a whole batch atomically, in a group transaction shared with concurrent writes;
-    /// resolves after that transaction committed.
-    pub async fn write(&self, sid: &SessionId, batch: &WriteBatch) -> Result<()> {
-        if batch.is_empty() {
+    /// Commits versioned writes of any sessions in one transaction (or one statement), each row
+    /// only over an older version.
+    pub async fn commit(&self, writes: &[VersionedWrite<'_>]) -> Result<(), CommitError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CommitError {
+                error: Error::StoreClosed,
+                statement_level: false,
+            });
+        }
+        let merged = Merged::of(writes);
+        if merged.sessions.is_empty() {
             return Ok(());
         }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::StoreClosed);
-        }
-        let (done, answer) = oneshot::channel();
-        let job = Job {
-            sid: sid.clone(),
-            batch: batch.clone(),
-            done,
-        };
-        // A session always takes the same lane, so its writes commit in the order they came.
-        let sender = {
-            let lanes = self.lanes.lock();
-            if lanes.is_empty() {
-                return Err(Error::StoreClosed);
-            }
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(&**sid, &mut h);
-            lanes[std::hash::Hasher::finish(&h) as usize % lanes.len()].clone()
-        };
-        sender.send(job).map_err(|_| Error::StoreClosed)?;
-        // queueing behind one group, then our own: two deadlines at most
-        match tokio::time::timeout(self.timeout * 2, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::StoreClosed),
-            Err(_) => Err(Error::Timeout {
-                tier: Tier::Database,
-                op: "write",
-                millis: (self.timeout * 2).as_millis(),
+        let now = now_ms();
+        let pool = &self.pool;
+        let write = Box::pin(async move { on_dialect!(pool, write(&merged, now)) });
+        let r = match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CommitError {
+                statement_level: matches!(e, sqlx::Error::Database(_)),
+                error: self.err(e),
             }),
+            Err(_) => Err(CommitError {
+                error: Error::Timeout {
+                    tier: Tier::Database,
+                    op: "write",
+                    millis: self.timeout.as_millis(),
+                },
+                statement_level: false,
+            }),
+        };
+        if r.is_ok() {
+            self.groups.transactions.fetch_add(1, Ordering::Relaxed);
+            self.groups
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
         }
+        r
+    }
+
+    /// Clears a session at `version`: its keys go (rows below the version are dead from now
+    /// on), and its creds too unless `keep_creds`. The session row stays as the record of the
+    /// clear, so nothing older can come back.
+    pub async fn clear(&self, sid: &SessionId, version: u64, keep_creds: bool) -> Result<()> {
+        let row = SessionRow {
+            sid,
+            version: version as i64,
+            creds: None,
+            creds_version: if keep_creds { 0 } else { version as i64 },
+            cleared: version as i64,
+        };
+        let now = now_ms();
+        self.call("clear session", async {
+            on_dialect!(&self.pool, clear(&row, now))
+        })
+        .await
     }
 
     /// Transactions committed and writes they carried (writes / transactions = group size).
@@ -426,24 +451,26 @@ impl SqlStore {
         )
     }
 
-    /// Removes a session's keys, and its creds row too unless `keep_creds`.
-    pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
-        self.call("delete session", async {
-            on_dialect!(&self.pool, delete_session(sid, keep_creds))
-        })
-        .await
-    }
-
     /// Records and value bytes per key type of one session, in type order.
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
         self.call("summary", async { on_dialect!(&self.pool, summary(sid)) })
             .await
     }
 
-    /// Every id of one type in one session.
+    /// Every live id of one type in one session.
     pub async fn list_ids(&self, sid: &SessionId, kind: &str) -> Result<Vec<String>> {
         self.call("list ids", async {
             on_dialect!(&self.pool, list_ids(sid, kind))
+        })
+        .await
+    }
+
+    /// Removes every row of the session, the record of its deletion too (for tests and tools
+    /// that own the whole database: a Redis snapshot that still holds the session could then
+    /// bring it back).
+    pub async fn purge(&self, sid: &SessionId) -> Result<()> {
+        self.call("purge session", async {
+            on_dialect!(&self.pool, purge(sid))
         })
         .await
     }
@@ -464,14 +491,6 @@ impl SqlStore {
     pub async fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
-        }
-        // the committers finish the writes already queued, then end
-        self.lanes.lock().clear();
-        let committers = std::mem::take(&mut *self.committers.lock());
-        for task in committers {
-            if tokio::time::timeout(self.timeout * 2, task).await.is_err() {
-                log::warn!("a SQL group committer did not finish in time");
-            }
         }
         let close = async {
             match &self.pool {
@@ -524,11 +543,20 @@ pub(crate) fn summaries(rows: Vec<(Vec<u8>, i64, i64)>) -> Result<Vec<TypeSummar
         .collect()
 }
 
-/// Turns `(id, bytes)` rows into stored values.
-pub(crate) fn rows_to_values(rows: Vec<(String, Vec<u8>)>) -> Vec<(String, Value)> {
+/// Turns `(id, version, bytes)` rows into versioned values.
+pub(crate) fn versioned_rows(rows: Vec<(String, i64, Vec<u8>)>) -> Vec<VersionedRow> {
     rows.into_iter()
-        .map(|(id, v)| (id, Value::from(v)))
+        .map(|(id, version, v)| VersionedRow {
+            id,
+            version: version.max(0) as u64,
+            value: Value::from(v),
+        })
         .collect()
+}
+
+/// The creds column and its version as a versioned value.
+pub(crate) fn creds_row(row: Option<(Option<Vec<u8>>, i64)>) -> Option<(u64, Value)> {
+    row.and_then(|(c, v)| c.map(|c| (v.max(0) as u64, Value::from(c))))
 }
 
 #[cfg(test)]
@@ -560,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn merging_keeps_the_last_change_of_each_record() {
+    fn merging_keeps_the_highest_version_of_each_record() {
         let a = SessionId::new("a").unwrap();
         let b = SessionId::new("b").unwrap();
         let first = WriteBatch {
@@ -578,14 +606,45 @@ mod tests {
             creds: None,
             keys: vec![KeyWrite::put("pre-key", "1", b"z".to_vec())],
         };
-        let m = Merged::of([(&a, &first), (&a, &second), (&b, &third)]);
-        assert_eq!(m.creds, vec![("a", &b"c2"[..])]);
-        assert_eq!(m.dels, vec![("a", "pre-key", "1")]);
+        // the second write of `a` has the higher version even though it is listed first
+        let m = Merged::of(&[
+            VersionedWrite {
+                sid: &a,
+                batch: &second,
+                version: 5,
+            },
+            VersionedWrite {
+                sid: &a,
+                batch: &first,
+                version: 4,
+            },
+            VersionedWrite {
+                sid: &b,
+                batch: &third,
+                version: 9,
+            },
+        ]);
+        assert_eq!(m.sessions.len(), 2);
         assert_eq!(
-            m.puts,
+            (
+                m.sessions[0].version,
+                m.sessions[0].creds,
+                m.sessions[0].creds_version
+            ),
+            (5, Some(&b"c2"[..]), 5)
+        );
+        assert_eq!((m.sessions[1].version, m.sessions[1].creds), (9, None));
+        let keys: Vec<_> = m
+            .keys
+            .iter()
+            .map(|k| (k.sid, k.kind, k.id, k.value, k.version))
+            .collect();
+        assert_eq!(
+            keys,
             vec![
-                ("a", "session", "s", &b"y"[..]),
-                ("b", "pre-key", "1", &b"z"[..])
+                ("a", "pre-key", "1", None, 5),
+                ("a", "session", "s", Some(&b"y"[..]), 4),
+                ("b", "pre-key", "1", Some(&b"z"[..]), 9),
             ]
         );
     }

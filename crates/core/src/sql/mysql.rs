@@ -12,32 +12,64 @@ use crate::config::SqlOptions;
 
 const MIGRATION_LOCK: &str = "wa_auth_store_migrations";
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
             session_id VARBINARY(255) NOT NULL PRIMARY KEY,
             creds LONGBLOB NULL,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL) ENGINE=InnoDB",
-        "CREATE TABLE IF NOT EXISTS wa_auth_keys (
+            "CREATE TABLE IF NOT EXISTS wa_auth_keys (
             session_id VARBINARY(255) NOT NULL,
             type VARBINARY(128) NOT NULL,
             id VARBINARY(1024) NOT NULL,
             value LONGBLOB NOT NULL,
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (session_id, type, id)) ENGINE=InnoDB",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            "ALTER TABLE wa_auth_sessions
+            ADD COLUMN version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN creds_version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN cleared_version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE wa_auth_keys
+            ADD COLUMN version BIGINT NOT NULL DEFAULT 0,
+            MODIFY value LONGBLOB NULL",
+            "CREATE TABLE IF NOT EXISTS wa_auth_leases (
+            session_id VARBINARY(255) NOT NULL PRIMARY KEY,
+            holder VARBINARY(255) NOT NULL,
+            epoch BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            acquired_at BIGINT NOT NULL) ENGINE=InnoDB",
+        ],
+    ),
+];
 
+// In ON DUPLICATE KEY UPDATE, assignments see the columns already assigned to their left: the
+// versions are raised last.
 keyed_statements!(
     MySql,
     MySqlPool,
     sqlx::MySqlConnection,
-    "ON DUPLICATE KEY UPDATE creds = VALUES(creds), updated_at = VALUES(updated_at)",
-    "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
-    "SELECT type, CAST(COUNT(*) AS SIGNED), CAST(COALESCE(SUM(LENGTH(value)), 0) AS SIGNED)
-     FROM wa_auth_keys WHERE session_id = ? GROUP BY type ORDER BY type"
+    "ON DUPLICATE KEY UPDATE
+       creds = IF(VALUES(creds_version) > creds_version, VALUES(creds), creds),
+       creds_version = GREATEST(creds_version, VALUES(creds_version)),
+       cleared_version = GREATEST(cleared_version, VALUES(cleared_version)),
+       updated_at = VALUES(updated_at),
+       version = GREATEST(version, VALUES(version))",
+    "ON DUPLICATE KEY UPDATE
+       value = IF(VALUES(version) > version, VALUES(value), value),
+       updated_at = IF(VALUES(version) > version, VALUES(updated_at), updated_at),
+       version = GREATEST(version, VALUES(version))",
+    "SELECT k.type, CAST(COUNT(*) AS SIGNED), CAST(COALESCE(SUM(LENGTH(k.value)), 0) AS SIGNED)
+     FROM wa_auth_keys k",
+    "BEGIN"
 );
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {

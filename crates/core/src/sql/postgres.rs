@@ -2,9 +2,14 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use std::sync::LazyLock;
 
-use super::{apply_migrations, chunks_within, rows_to_values, Merged};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{
+    apply_migrations, chunks_within, creds_row, versioned_rows, KeyRow, Merged, SessionRow,
+    VersionedRow,
+};
 use crate::config::SqlOptions;
 use crate::model::{SessionId, Value};
 
@@ -16,23 +21,44 @@ const STATEMENT_BYTES: usize = 256 * 1024;
 /// Arbitrary constant naming this schema's advisory lock.
 const MIGRATION_LOCK: i64 = 0x7761_5f61_7574_6801;
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
             session_id TEXT PRIMARY KEY,
             creds BYTEA,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS wa_auth_keys (
+            "CREATE TABLE IF NOT EXISTS wa_auth_keys (
             session_id TEXT NOT NULL,
             type TEXT NOT NULL,
             id TEXT NOT NULL,
             value BYTEA NOT NULL,
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (session_id, type, id))",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            "ALTER TABLE wa_auth_sessions
+            ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS creds_version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS cleared_version BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE wa_auth_keys
+            ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0,
+            ALTER COLUMN value DROP NOT NULL",
+            "CREATE TABLE IF NOT EXISTS wa_auth_leases (
+            session_id TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            acquired_at BIGINT NOT NULL)",
+        ],
+    ),
+];
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<PgPool, sqlx::Error> {
     let connect = PgConnectOptions::from_str(&opts.url)?;
@@ -70,16 +96,62 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
+/// The session upsert: versions only rise, creds only over older creds.
+const UPSERT_SESSIONS: &str = "INSERT INTO wa_auth_sessions
+       (session_id, creds, creds_version, version, cleared_version, created_at, updated_at)
+     SELECT t.s, t.c, t.cv, t.v, t.cl, $6, $6
+     FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(s, c, cv, v, cl)
+     ON CONFLICT (session_id) DO UPDATE SET
+       creds = CASE WHEN EXCLUDED.creds_version > wa_auth_sessions.creds_version
+                    THEN EXCLUDED.creds ELSE wa_auth_sessions.creds END,
+       creds_version = GREATEST(wa_auth_sessions.creds_version, EXCLUDED.creds_version),
+       version = GREATEST(wa_auth_sessions.version, EXCLUDED.version),
+       cleared_version = GREATEST(wa_auth_sessions.cleared_version, EXCLUDED.cleared_version),
+       updated_at = EXCLUDED.updated_at";
+
+/// The key upsert: a row (or tombstone) only replaces an older version.
+const UPSERT_KEYS: &str = "INSERT INTO wa_auth_keys (session_id, type, id, value, version, updated_at)
+     SELECT t.s, t.type, t.id, t.value, t.v, $6
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[]) AS t(s, type, id, value, v)
+     ON CONFLICT (session_id, type, id) DO UPDATE SET
+       value = EXCLUDED.value, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+     WHERE wa_auth_keys.version < EXCLUDED.version";
+
+/// Both upserts in one statement (two CTEs), the key upsert's parameters renumbered after the
+/// session upsert's.
+static COMBINED: LazyLock<String> = LazyLock::new(|| {
+    let keys = (1..=6).fold(UPSERT_KEYS.to_string(), |sql, n| {
+        sql.replace(&format!("${n}"), &format!("${}", n + 6))
+    });
+    format!(
+        "WITH s AS ({UPSERT_SESSIONS} RETURNING 1), k AS ({keys} RETURNING 1)
+         SELECT (SELECT COUNT(*) FROM s), (SELECT COUNT(*) FROM k)"
+    )
+});
+
+/// Live rows only: not a tombstone, not below the session's cleared watermark.
+const LIVE: &str = "k.value IS NOT NULL AND k.version >= COALESCE(
+       (SELECT s.cleared_version FROM wa_auth_sessions s WHERE s.session_id = k.session_id), 0)";
+
 pub(super) async fn get_creds(
     pool: &PgPool,
     sid: &SessionId,
-) -> Result<Option<Value>, sqlx::Error> {
-    let row: Option<(Option<Vec<u8>>,)> =
-        sqlx::query_as("SELECT creds FROM wa_auth_sessions WHERE session_id = $1")
+) -> Result<Option<(u64, Value)>, sqlx::Error> {
+    let row: Option<(Option<Vec<u8>>, i64)> =
+        sqlx::query_as("SELECT creds, creds_version FROM wa_auth_sessions WHERE session_id = $1")
             .bind(&**sid)
             .fetch_optional(pool)
             .await?;
-    Ok(row.and_then(|(c,)| c).map(Value::from))
+    Ok(creds_row(row))
+}
+
+pub(super) async fn session_version(pool: &PgPool, sid: &SessionId) -> Result<u64, sqlx::Error> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM wa_auth_sessions WHERE session_id = $1")
+            .bind(&**sid)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.unwrap_or(0).max(0) as u64)
 }
 
 pub(super) async fn get_keys(
@@ -87,119 +159,144 @@ pub(super) async fn get_keys(
     sid: &SessionId,
     kind: &str,
     ids: &[String],
-) -> Result<Vec<(String, Value)>, sqlx::Error> {
-    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, value FROM wa_auth_keys WHERE session_id = $1 AND type = $2 AND id = ANY($3)",
-    )
+) -> Result<Vec<VersionedRow>, sqlx::Error> {
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT k.id, k.version, k.value FROM wa_auth_keys k
+         WHERE k.session_id = $1 AND k.type = $2 AND k.id = ANY($3) AND {LIVE}"
+    )))
     .bind(&**sid)
     .bind(kind)
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    Ok(rows_to_values(rows))
+    Ok(versioned_rows(rows))
 }
 
-/// Applies merged batches atomically: one transaction, or a lone statement (atomic by itself,
-/// one round trip instead of three) when the batches fit in one.
+type SessionColumns<'a> = (
+    Vec<&'a str>,
+    Vec<Option<&'a [u8]>>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<i64>,
+);
+
+fn session_columns<'a>(rows: &[SessionRow<'a>]) -> SessionColumns<'a> {
+    let mut c: SessionColumns<'a> = Default::default();
+    for r in rows {
+        c.0.push(r.sid);
+        c.1.push(r.creds);
+        c.2.push(r.creds_version);
+        c.3.push(r.version);
+        c.4.push(r.cleared);
+    }
+    c
+}
+
+type KeyColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<Option<&'a [u8]>>,
+    Vec<i64>,
+);
+
+fn key_columns<'a>(rows: &[KeyRow<'a>]) -> KeyColumns<'a> {
+    let mut c: KeyColumns<'a> = Default::default();
+    for r in rows {
+        c.0.push(r.sid);
+        c.1.push(r.kind);
+        c.2.push(r.id);
+        c.3.push(r.value);
+        c.4.push(r.version);
+    }
+    c
+}
+
+/// Applies merged writes atomically: one statement (the session and key upserts as two CTEs,
+/// atomic by itself, one round trip) when the keys fit in one, else one transaction.
 pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
-    let put_size =
-        |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len() + 16;
-    let statements = chunks_within(
-        &m.creds,
-        |(s, c)| s.len() + c.len() + 16,
-        usize::MAX,
-        STATEMENT_BYTES,
-    )
-    .len()
-        + chunks_within(&m.puts, put_size, usize::MAX, STATEMENT_BYTES).len()
-        + usize::from(!m.dels.is_empty());
-    if statements == 1 {
+    let chunks = chunks_within(&m.keys, KeyRow::size, usize::MAX, STATEMENT_BYTES);
+    let s = session_columns(&m.sessions);
+    if chunks.len() <= 1 {
+        let k = key_columns(chunks.first().copied().unwrap_or(&[]));
         let mut conn = pool.acquire().await?;
-        return apply(&mut conn, m, now).await;
+        let _: (i64, i64) = sqlx::query_as(COMBINED.as_str())
+            .bind(&s.0)
+            .bind(&s.1)
+            .bind(&s.2)
+            .bind(&s.3)
+            .bind(&s.4)
+            .bind(now)
+            .bind(&k.0)
+            .bind(&k.1)
+            .bind(&k.2)
+            .bind(&k.3)
+            .bind(&k.4)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok(());
     }
     let mut tx = pool.begin().await?;
-    apply(&mut tx, m, now).await?;
+    sqlx::query(UPSERT_SESSIONS)
+        .bind(&s.0)
+        .bind(&s.1)
+        .bind(&s.2)
+        .bind(&s.3)
+        .bind(&s.4)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    for chunk in chunks {
+        let k = key_columns(chunk);
+        sqlx::query(UPSERT_KEYS)
+            .bind(&k.0)
+            .bind(&k.1)
+            .bind(&k.2)
+            .bind(&k.3)
+            .bind(&k.4)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await
 }
 
-async fn apply(conn: &mut PgConnection, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
-    for chunk in chunks_within(
-        &m.creds,
-        |(s, c)| s.len() + c.len() + 16,
-        usize::MAX,
-        STATEMENT_BYTES,
-    ) {
-        let (sids, creds): (Vec<&str>, Vec<&[u8]>) = chunk.iter().copied().unzip();
-        sqlx::query(
-            "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at)
-             SELECT t.s, t.c, $3, $3 FROM UNNEST($1::text[], $2::bytea[]) AS t(s, c)
-             ON CONFLICT (session_id) DO UPDATE SET creds = EXCLUDED.creds, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(&sids)
-        .bind(&creds)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let size =
-        |(s, t, i, v): &(&str, &str, &str, &[u8])| s.len() + t.len() + i.len() + v.len() + 16;
-    for chunk in chunks_within(&m.puts, size, usize::MAX, STATEMENT_BYTES) {
-        let (mut sids, mut types, mut ids, mut values) = (vec![], vec![], vec![], vec![]);
-        for &(s, t, i, v) in chunk {
-            sids.push(s);
-            types.push(t);
-            ids.push(i);
-            values.push(v);
-        }
-        sqlx::query(
-            "INSERT INTO wa_auth_keys (session_id, type, id, value, updated_at)
-             SELECT t.s, t.type, t.id, t.value, $5
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(s, type, id, value)
-             ON CONFLICT (session_id, type, id) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(&sids)
-        .bind(&types)
-        .bind(&ids)
-        .bind(&values)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !m.dels.is_empty() {
-        let (mut sids, mut types, mut ids) = (vec![], vec![], vec![]);
-        for &(s, t, i) in &m.dels {
-            sids.push(s);
-            types.push(t);
-            ids.push(i);
-        }
-        sqlx::query(
-            "DELETE FROM wa_auth_keys WHERE (session_id, type, id) IN
-             (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
-        )
-        .bind(&sids)
-        .bind(&types)
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-pub(super) async fn delete_session(
+/// Raises the session's cleared watermark (and drops its creds unless kept), then deletes the
+/// rows below it, in one transaction. The session row is locked first, so a concurrent commit
+/// of older rows either lands before (and is deleted) or is hidden by the watermark.
+pub(super) async fn clear(
     pool: &PgPool,
-    sid: &SessionId,
-    keep_creds: bool,
+    row: &SessionRow<'_>,
+    now: i64,
 ) -> Result<(), sqlx::Error> {
+    let s = session_columns(std::slice::from_ref(row));
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = $1")
-        .bind(&**sid)
+    sqlx::query(UPSERT_SESSIONS)
+        .bind(&s.0)
+        .bind(&s.1)
+        .bind(&s.2)
+        .bind(&s.3)
+        .bind(&s.4)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
-    if !keep_creds {
-        sqlx::query("DELETE FROM wa_auth_sessions WHERE session_id = $1")
-            .bind(&**sid)
-            .execute(&mut *tx)
-            .await?;
+    sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = $1 AND version < $2")
+        .bind(row.sid)
+        .bind(row.cleared)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub(super) async fn purge(pool: &PgPool, sid: &SessionId) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for sql in [
+        "DELETE FROM wa_auth_keys WHERE session_id = $1",
+        "DELETE FROM wa_auth_sessions WHERE session_id = $1",
+        "DELETE FROM wa_auth_leases WHERE session_id = $1",
+    ] {
+        sqlx::query(sql).bind(&**sid).execute(&mut *tx).await?;
     }
     tx.commit().await
 }
@@ -208,10 +305,10 @@ pub(super) async fn summary(
     pool: &PgPool,
     sid: &SessionId,
 ) -> Result<Vec<super::TypeSummary>, sqlx::Error> {
-    let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(
-        "SELECT convert_to(type, 'UTF8'), COUNT(*)::BIGINT, COALESCE(SUM(octet_length(value)), 0)::BIGINT
-         FROM wa_auth_keys WHERE session_id = $1 GROUP BY type ORDER BY type",
-    )
+    let rows: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT convert_to(k.type, 'UTF8'), COUNT(*)::BIGINT, COALESCE(SUM(octet_length(k.value)), 0)::BIGINT
+         FROM wa_auth_keys k WHERE k.session_id = $1 AND {LIVE} GROUP BY k.type ORDER BY k.type"
+    )))
     .bind(&**sid)
     .fetch_all(pool)
     .await?;
@@ -223,9 +320,9 @@ pub(super) async fn list_ids(
     sid: &SessionId,
     kind: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM wa_auth_keys WHERE session_id = $1 AND type = $2 ORDER BY id",
-    )
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT k.id FROM wa_auth_keys k WHERE k.session_id = $1 AND k.type = $2 AND {LIVE} ORDER BY k.id"
+    )))
     .bind(&**sid)
     .bind(kind)
     .fetch_all(pool)

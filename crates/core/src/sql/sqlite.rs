@@ -13,32 +13,69 @@ use super::apply_migrations;
 use super::keyed::keyed_statements;
 use crate::config::SqlOptions;
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS wa_auth_sessions (
             session_id TEXT NOT NULL PRIMARY KEY,
             creds BLOB,
             created_at INTEGER NOT NULL,
             updated_at INTEGER NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS wa_auth_keys (
+            "CREATE TABLE IF NOT EXISTS wa_auth_keys (
             session_id TEXT NOT NULL,
             type TEXT NOT NULL,
             id TEXT NOT NULL,
             value BLOB NOT NULL,
             updated_at INTEGER NOT NULL,
             PRIMARY KEY (session_id, type, id)) WITHOUT ROWID",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            "ALTER TABLE wa_auth_sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE wa_auth_sessions ADD COLUMN creds_version INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE wa_auth_sessions ADD COLUMN cleared_version INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE wa_auth_sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+            // SQLite cannot drop NOT NULL in place: rebuild the table (tombstones have no value)
+            "CREATE TABLE wa_auth_keys_v2 (
+            session_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            id TEXT NOT NULL,
+            value BLOB,
+            version INTEGER NOT NULL DEFAULT 0,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (session_id, type, id)) WITHOUT ROWID",
+            "INSERT INTO wa_auth_keys_v2 (session_id, type, id, value, version, updated_at)
+            SELECT session_id, type, id, value, 0, updated_at FROM wa_auth_keys",
+            "DROP TABLE wa_auth_keys",
+            "ALTER TABLE wa_auth_keys_v2 RENAME TO wa_auth_keys",
+            "CREATE TABLE IF NOT EXISTS wa_auth_leases (
+            session_id TEXT NOT NULL PRIMARY KEY,
+            holder TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            acquired_at INTEGER NOT NULL)",
+        ],
+    ),
+];
 
 keyed_statements!(
     Sqlite,
     SqlitePool,
     sqlx::SqliteConnection,
-    "ON CONFLICT (session_id) DO UPDATE SET creds = excluded.creds, updated_at = excluded.updated_at",
-    "ON CONFLICT (session_id, type, id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    "SELECT CAST(type AS BLOB), COUNT(*), COALESCE(SUM(LENGTH(value)), 0)
-     FROM wa_auth_keys WHERE session_id = ? GROUP BY type ORDER BY type"
+    "ON CONFLICT (session_id) DO UPDATE SET
+       creds = CASE WHEN excluded.creds_version > creds_version THEN excluded.creds ELSE creds END,
+       creds_version = MAX(creds_version, excluded.creds_version),
+       version = MAX(version, excluded.version),
+       cleared_version = MAX(cleared_version, excluded.cleared_version),
+       updated_at = excluded.updated_at",
+    "ON CONFLICT (session_id, type, id) DO UPDATE SET
+       value = excluded.value, version = excluded.version, updated_at = excluded.updated_at
+     WHERE wa_auth_keys.version < excluded.version",
+    "SELECT CAST(k.type AS BLOB), COUNT(*), COALESCE(SUM(LENGTH(k.value)), 0) FROM wa_auth_keys k",
+    "BEGIN IMMEDIATE"
 );
 
 fn is_memory(url: &str) -> bool {
