@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, FnArgs};
+use napi::bindgen_prelude::{Buffer, FnArgs, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Env;
 use napi_derive::napi;
 use wa_auth_core::events::{EventSink, Level};
 use wa_auth_core::model::Value;
@@ -161,16 +162,19 @@ impl NativeAuthStore {
     }
 
     /// One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
-    #[napi]
-    pub async fn write(
+    /// Takes its place in the session's order now, on the JavaScript thread: writes of one
+    /// session land in the order they were called. Resolves with the write's version.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn write<'env>(
         &self,
+        env: &'env Env,
         session_id: String,
         creds: Option<Buffer>,
         types: Vec<String>,
         ids: Vec<String>,
         #[napi(ts_arg_type = "Array<Buffer | null>")] values: Vec<Option<Buffer>>,
         options: Option<NativeWriteOptions>,
-    ) -> napi::Result<f64> {
+    ) -> napi::Result<PromiseRaw<'env, f64>> {
         // Copy the bytes now: JavaScript may reuse the memory once we yield.
         let creds = creds.map(|b| Value::from(&b[..]));
         if types.len() != ids.len() || ids.len() != values.len() {
@@ -196,12 +200,13 @@ impl NativeAuthStore {
                 opts.ttl = Some(millis(o.ttl_ms, std::time::Duration::ZERO)?);
             }
         }
-        let version = self
-            .inner
-            .write(&sid, WriteBatch { creds, keys }, &opts)
-            .await
-            .napi()?;
-        Ok(version as f64)
+        let ticket = self.inner.ticket(&sid);
+        let inner = self.inner.clone();
+        env.spawn_future(async move {
+            let batch = WriteBatch { creds, keys };
+            let v = inner.write_in_turn(&sid, batch, &opts, ticket).await;
+            v.map(|v| v as f64).napi()
+        })
     }
 
     /// Sends background warnings and errors to `log(level, code, message)`.
@@ -231,10 +236,21 @@ impl NativeAuthStore {
     }
 
     /// Removes the session's keys, and its creds too unless `keepCreds`.
-    #[napi]
-    pub async fn delete_session(&self, session_id: String, keep_creds: bool) -> napi::Result<()> {
+    /// In the session's call order, like `write`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_session<'env>(
+        &self,
+        env: &'env Env,
+        session_id: String,
+        keep_creds: bool,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
         let sid = SessionId::new(session_id).napi()?;
-        self.inner.delete_session(&sid, keep_creds).await.napi()
+        let ticket = self.inner.ticket(&sid);
+        let inner = self.inner.clone();
+        env.spawn_future(async move {
+            let r = inner.delete_session_in_turn(&sid, keep_creds, ticket).await;
+            r.napi()
+        })
     }
 
     /// Records and value bytes per key type (from SQL when there is a SQL tier).

@@ -42,7 +42,11 @@ export async function service(name) {
 }
 
 let n = 0
-/** A session id no other run uses. */
+/**
+ * A session id no other run uses. Every test session starts with TEST_PREFIX, so the global
+ * teardown (support/cleanup.mjs) can remove what the tests left in the shared services.
+ */
+export const TEST_PREFIX = 'wa-test-'
 export function uniqueId(name) {
-  return `${name}-${process.pid}-${Date.now()}-${n++}`
+  return `${TEST_PREFIX}${name}-${process.pid}-${Date.now()}-${n++}`
 }

@@ -309,6 +309,11 @@ pub struct RedisTier {
     caches: Mutex<Vec<Weak<KeyCache>>>,
     /// Where background failures of this connection go.
     pub events: Arc<Events>,
+    /// Reconnections so far (a restarted or failed-over server may have lost writes: the
+    /// stores check their sessions against SQL again after each).
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    reconnect_task:
+        Mutex<Option<tokio::task::JoinHandle<std::result::Result<(), fred::error::Error>>>>,
 }
 
 /// How often recorded accesses are sent to the shared LRU.
@@ -407,7 +412,14 @@ impl RedisTier {
             tracking_task: Mutex::new(None),
             caches: Mutex::new(Vec::new()),
             events: Arc::new(Events::default()),
+            reconnects: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            reconnect_task: Mutex::new(None),
         };
+        let counter = tier.reconnects.clone();
+        *tier.reconnect_task.lock() = Some(tier.client.on_reconnect(move |_| {
+            counter.fetch_add(1, Ordering::AcqRel);
+            async { Ok(()) }
+        }));
         let handle = with_timeout(Tier::Redis, "connect", timeout, async {
             tier.client.init().await.map_err(|e| tier.err(e))
         })
@@ -428,6 +440,11 @@ impl RedisTier {
     /// Deadline of one command.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// How often the connection was re-established (see the field).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Acquire)
     }
 
     fn err(&self, e: fred::error::Error) -> Error {
@@ -1034,6 +1051,10 @@ impl RedisTier {
         }
         let _ = tokio::time::timeout(self.timeout, self.client.quit()).await;
         let task = self.connection_task.lock().take();
+        if let Some(task) = task {
+            task.abort();
+        }
+        let task = self.reconnect_task.lock().take();
         if let Some(task) = task {
             task.abort();
         }

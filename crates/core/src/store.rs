@@ -104,11 +104,19 @@ struct Slot {
     state: Mutex<SlotState>,
     /// One validation at a time.
     gate: tokio::sync::Mutex<()>,
+    /// Call-order tickets: writes enter the lane in the order they were called.
+    tickets: AtomicU64,
+    /// The ticket whose turn it is to enter the lane, and later tickets already done.
+    turn: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    turned: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct SlotState {
     validated: bool,
+    /// The Redis connection's reconnect count at validation: a reconnection (restart, failover)
+    /// means checking again.
+    connection: u64,
     /// The last version given out.
     last: u64,
     /// The highest version this process knows Redis applied.
@@ -116,8 +124,34 @@ struct SlotState {
 }
 
 impl Slot {
-    fn validated(&self) -> bool {
-        self.state.lock().validated
+    fn validated(&self, connection: u64) -> bool {
+        let s = self.state.lock();
+        s.validated && s.connection == connection
+    }
+
+    /// Waits until it is `ticket`'s turn to enter the lane.
+    async fn wait_turn(&self, ticket: u64) {
+        loop {
+            let turned = self.turned.notified();
+            tokio::pin!(turned);
+            turned.as_mut().enable();
+            if self.turn.lock().0 >= ticket {
+                return;
+            }
+            turned.await;
+        }
+    }
+
+    /// Lets the next ticket enter the lane.
+    fn end_turn(&self, ticket: u64) {
+        let mut guard = self.turn.lock();
+        let (turn, done) = &mut *guard;
+        done.insert(ticket);
+        while done.remove(turn) {
+            *turn += 1;
+        }
+        drop(guard);
+        self.turned.notify_waiters();
     }
 
     fn next_version(&self) -> u64 {
@@ -138,6 +172,29 @@ impl Slot {
     /// Forgets what this process knew of the session's Redis copy: the next use checks it again.
     fn invalidate(&self) {
         self.state.lock().validated = false;
+    }
+}
+
+/// A place in a session's call order, taken when a write or clear is called (synchronously, so
+/// calls from one thread keep their order) and given up once the job entered its lane.
+pub struct Ticket {
+    slot: Arc<Slot>,
+    n: u64,
+    ended: bool,
+}
+
+impl Ticket {
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.slot.end_turn(self.n);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -330,6 +387,8 @@ impl AuthStore {
             if meta.ver < slot.floor() {
                 self.pipeline.redis_behind(sid, &slot).await?;
             } else {
+                // what this process has seen Redis hold: it must never go below that again
+                slot.raise_floor(meta.ver);
                 t.counters.redis(rec.is_some() as usize, 1);
                 match rec {
                     Some(Opened { value: Some(v), .. }) => found = Some(v),
@@ -423,6 +482,7 @@ impl AuthStore {
                 // Redis lost writes since we last looked: rebuild it, read everything from SQL
                 self.pipeline.redis_behind(sid, &slot).await?;
             } else {
+                slot.raise_floor(meta.ver);
                 let mut missing = Vec::new();
                 let asked = todo.len();
                 for (&i, rec) in todo.iter().zip(got) {
@@ -488,8 +548,32 @@ impl AuthStore {
     pub async fn write(
         &self,
         sid: &SessionId,
+        batch: WriteBatch,
+        opts: &WriteOptions,
+    ) -> Result<u64> {
+        let ticket = self.ticket(sid);
+        self.write_in_turn(sid, batch, opts, ticket).await
+    }
+
+    /// Takes the session's next place in call order (see [`Ticket`]): a synchronous call, so a
+    /// binding can take it when JavaScript calls, before any async hop could reorder calls.
+    pub fn ticket(&self, sid: &SessionId) -> Ticket {
+        let slot = self.pipeline.slot(sid);
+        let n = slot.tickets.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            slot,
+            n,
+            ended: false,
+        }
+    }
+
+    /// [`Self::write`] at the place `ticket` holds in the session's call order.
+    pub async fn write_in_turn(
+        &self,
+        sid: &SessionId,
         mut batch: WriteBatch,
         opts: &WriteOptions,
+        mut ticket: Ticket,
     ) -> Result<u64> {
         self.check_open()?;
         batch.validate()?;
@@ -529,7 +613,7 @@ impl AuthStore {
             ttl: opts.ttl,
         };
         self.pipeline
-            .submit(sid, slot, Op::Write(Box::new(job)))
+            .submit_in_turn(sid, slot, Op::Write(Box::new(job)), &mut ticket)
             .await
     }
 
@@ -580,10 +664,21 @@ impl AuthStore {
     /// Removes every key of a session; its creds too unless `keep_creds`. Nothing written
     /// before can come back: the clear has a version like any write.
     pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
+        let ticket = self.ticket(sid);
+        self.delete_session_in_turn(sid, keep_creds, ticket).await
+    }
+
+    /// [`Self::delete_session`] at the place `ticket` holds in the session's call order.
+    pub async fn delete_session_in_turn(
+        &self,
+        sid: &SessionId,
+        keep_creds: bool,
+        mut ticket: Ticket,
+    ) -> Result<()> {
         self.check_open()?;
         let slot = self.pipeline.session(sid).await?;
         self.pipeline
-            .submit(sid, slot, Op::Clear { keep_creds })
+            .submit_in_turn(sid, slot, Op::Clear { keep_creds }, &mut ticket)
             .await
             .map(|_| ())
     }
@@ -728,12 +823,13 @@ impl Pipeline {
     /// Redis copy checked against SQL (and rebuilt when behind).
     async fn session(&self, sid: &SessionId) -> Result<Arc<Slot>> {
         let slot = self.slot(sid);
-        if slot.validated() {
+        let connection = self.tiers.redis.as_ref().map_or(0, |r| r.reconnects());
+        if slot.validated(connection) {
             return Ok(slot);
         }
         let gate = slot.clone();
         let _one = gate.gate.lock().await;
-        if slot.validated() {
+        if slot.validated(connection) {
             return Ok(slot);
         }
         let t = &self.tiers;
@@ -755,6 +851,7 @@ impl Pipeline {
         s.last = s.last.max(rv).max(sv);
         s.floor = s.floor.max(floor);
         s.validated = true;
+        s.connection = connection;
         drop(s);
         Ok(slot)
     }
@@ -795,6 +892,27 @@ impl Pipeline {
     /// Queues a job on the session's lane and waits for its answer. A caller that gives up
     /// (deadline) leaves a job the lane skips if it has not started it.
     async fn submit(&self, sid: &SessionId, slot: Arc<Slot>, op: Op) -> Result<u64> {
+        self.submit_with(sid, slot, op, None).await
+    }
+
+    /// [`Self::submit`] once it is `ticket`'s turn; the turn passes on once the job is queued.
+    async fn submit_in_turn(
+        &self,
+        sid: &SessionId,
+        slot: Arc<Slot>,
+        op: Op,
+        ticket: &mut Ticket,
+    ) -> Result<u64> {
+        self.submit_with(sid, slot, op, Some(ticket)).await
+    }
+
+    async fn submit_with(
+        &self,
+        sid: &SessionId,
+        slot: Arc<Slot>,
+        op: Op,
+        ticket: Option<&mut Ticket>,
+    ) -> Result<u64> {
         let sender = self.lane(sid)?;
         let (done, answer) = oneshot::channel();
         let job = Job {
@@ -804,7 +922,14 @@ impl Pipeline {
             done,
         };
         let waited = tokio::time::timeout(self.deadline, async move {
-            sender.send(job).await.map_err(|_| Error::StoreClosed)?;
+            if let Some(t) = ticket {
+                t.slot.wait_turn(t.n).await;
+                let sent = sender.send(job).await;
+                t.end();
+                sent.map_err(|_| Error::StoreClosed)?;
+            } else {
+                sender.send(job).await.map_err(|_| Error::StoreClosed)?;
+            }
             answer.await.map_err(|_| Error::StoreClosed)?
         })
         .await;

@@ -90,8 +90,9 @@ pub fn unique(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
+    // the prefix lets the test teardown (__test__/support/cleanup.mjs) remove what is left
     format!(
-        "{name}-{}-{nanos}-{}",
+        "wa-test-{name}-{}-{nanos}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )

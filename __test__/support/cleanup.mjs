@@ -1,0 +1,78 @@
+// Global teardown: the tests (cargo's and vitest's) name every session they create on the shared
+// services with TEST_PREFIX; this removes those rows and keys after the run, so nothing is left
+// behind in the shared Redis, PostgreSQL and MariaDB. Own redis-servers and SQLite files are
+// temporary anyway.
+import Redis from 'ioredis'
+import pg from 'pg'
+import mysql from 'mysql2/promise'
+
+const PREFIX = 'wa-test-'
+const TABLES = ['wa_auth_keys', 'wa_auth_sessions', 'wa_auth_leases']
+
+async function cleanRedis(url) {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await redis.connect()
+    let removed = 0
+    for (const pattern of [`wa:{s:${PREFIX}*`, `wa:{${PREFIX}*`]) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+        cursor = next
+        if (keys.length) removed += await redis.del(...keys)
+      } while (cursor !== '0')
+    }
+    // the memory manager's shared bookkeeping names sessions as members
+    for (const key of ['wa:{m}:lru', 'wa:{m}:dirty', 'wa:{m}:count', 'wa:{m}:size']) {
+      const type = await redis.type(key)
+      const members = type === 'zset' ? await redis.zrange(key, 0, -1) : type === 'set' ? await redis.smembers(key) : type === 'hash' ? await redis.hkeys(key) : []
+      const ours = members.filter((m) => m.startsWith(PREFIX))
+      for (let i = 0; i < ours.length; i += 1000) {
+        const part = ours.slice(i, i + 1000)
+        if (type === 'zset') await redis.zrem(key, ...part)
+        else if (type === 'set') await redis.srem(key, ...part)
+        else await redis.hdel(key, ...part)
+      }
+    }
+    return removed
+  } catch {
+    return 0 // no Redis here: nothing to clean
+  } finally {
+    redis.disconnect()
+  }
+}
+
+async function cleanPostgres(url) {
+  const client = new pg.Client({ connectionString: url })
+  try {
+    await client.connect()
+    for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`${PREFIX}%`]).catch(() => {})
+  } catch {
+    // not reachable: nothing to clean
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+async function cleanMysql(url) {
+  let conn
+  try {
+    conn = await mysql.createConnection(url)
+    for (const t of TABLES) await conn.query(`DELETE FROM ${t} WHERE session_id LIKE ?`, [`${PREFIX}%`]).catch(() => {})
+  } catch {
+    // not reachable: nothing to clean
+  } finally {
+    await conn?.end().catch(() => {})
+  }
+}
+
+export async function setup() {}
+
+export async function teardown() {
+  const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+  const postgres = process.env.POSTGRES_URL ? [process.env.POSTGRES_URL] : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test']
+  const mysql = process.env.MYSQL_URL ? [process.env.MYSQL_URL] : ['mysql://root@127.0.0.1:3306/test', 'mysql://wa:wa@127.0.0.1:3306/test']
+  await cleanRedis(redis)
+  for (const url of postgres) await cleanPostgres(url)
+  for (const url of mysql) await cleanMysql(url)
+}
