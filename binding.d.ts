@@ -23,14 +23,36 @@ export declare class NativeAuthStore {
    * call, cheaper than an async one when the answer is in memory).
    */
   getKeysCached(sessionId: string, kind: string, ids: Array<string>): Array<Buffer> | null
-  /** One atomic write: optional creds plus records given as parallel arrays (`null` deletes). */
-  write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<void>
+  /**
+   * One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
+   * Takes its place in the session's order now, on the JavaScript thread: writes of one
+   * session land in the order they were called. Resolves with the write's version.
+   */
+  write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<number>
+  /** Sends background warnings and errors to `log(level, code, message)`. */
+  setLogger(log: (level: string, code: string, message: string) => void): void
+  /** Removes a session and the record of its deletion (tests and tools). */
+  purgeSession(sessionId: string): Promise<void>
   /** Copies records written with `syncToDatabase: false` to SQL; returns how many. */
   flush(sessionId: string): Promise<number>
   /** Flushes every session marked dirty, by any process; returns the records flushed. */
   flushAll(): Promise<number>
-  /** Removes the session's keys, and its creds too unless `keepCreds`. */
-  deleteSession(sessionId: string, keepCreds: boolean): Promise<void>
+  /**
+   * Removes the session's keys, and its creds too unless `keepCreds`.
+   * In the session's call order, like `write`.
+   */
+  deleteSession(sessionId: string, keepCreds: boolean, force?: boolean | undefined | null): Promise<void>
+  /**
+   * Takes the session's lease; `acquired: false` with the holder's details when another
+   * process holds it.
+   */
+  acquireLease(sessionId: string, options: NativeLeaseOptions): Promise<NativeLeaseInfo>
+  /** Extends this store's lease; false when it was lost. */
+  renewLease(sessionId: string): Promise<boolean>
+  releaseLease(sessionId: string): Promise<void>
+  /** Who holds the session's lease (null: nobody), and the session's lease epoch. */
+  leaseInfo(sessionId: string): Promise<NativeLeaseInfo | null>
+  holdsLease(sessionId: string): boolean
   /** Records and value bytes per key type (from SQL when there is a SQL tier). */
   summary(sessionId: string): Promise<Array<NativeTypeSummary>>
   /** Every id of one key type in the session. */
@@ -97,6 +119,22 @@ export interface NativeCheckReport {
   refusedSessions: Array<string>
 }
 
+export interface NativeLeaseInfo {
+  /** Whether the call took the lease (acquire) / this store holds it (info). */
+  acquired: boolean
+  holder: string
+  epoch: number
+  acquiredAt: number
+  expiresInMs: number
+  mine: boolean
+}
+
+export interface NativeLeaseOptions {
+  ttlMs: number
+  holderId: string
+  force?: boolean
+}
+
 export interface NativeMemoryStats {
   usedBytes: number
   maxBytes: number
@@ -123,6 +161,11 @@ export interface NativeStoreOptions {
   writeBehindMs?: number
   /** Store values in the compact binary form (default true). */
   compactValues?: boolean
+  /**
+   * Sessions have leases (writes to a session another process holds are refused; the cache
+   * serves only held sessions). Default false here; the JavaScript facade turns it on.
+   */
+  leases?: boolean
 }
 
 export interface NativeStoreStats {
@@ -131,6 +174,13 @@ export interface NativeStoreStats {
   redisMisses: number
   sqlHits: number
   sqlMisses: number
+  /** Sessions whose Redis copy was found behind SQL and rebuilt. */
+  redisRebuilds: number
+  sqlTransactions: number
+  sqlWrites: number
+  /** Background problems reported to the logger. */
+  warnings: number
+  errors: number
 }
 
 export interface NativeTypeSummary {
@@ -142,6 +192,8 @@ export interface NativeTypeSummary {
 export interface NativeWriteOptions {
   syncToDatabase?: boolean
   ttlMs?: number
+  /** Write although another process holds the session's lease (fences it). */
+  force?: boolean
 }
 
 export interface RedisConnectOptions {

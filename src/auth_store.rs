@@ -20,12 +20,46 @@ pub struct NativeStoreOptions {
     pub write_behind_ms: Option<f64>,
     /// Store values in the compact binary form (default true).
     pub compact_values: Option<bool>,
+    /// Sessions have leases (writes to a session another process holds are refused; the cache
+    /// serves only held sessions). Default false here; the JavaScript facade turns it on.
+    pub leases: Option<bool>,
 }
 
 #[napi(object)]
 pub struct NativeWriteOptions {
     pub sync_to_database: Option<bool>,
     pub ttl_ms: Option<f64>,
+    /// Write although another process holds the session's lease (fences it).
+    pub force: Option<bool>,
+}
+
+#[napi(object)]
+pub struct NativeLeaseOptions {
+    pub ttl_ms: f64,
+    pub holder_id: String,
+    pub force: Option<bool>,
+}
+
+#[napi(object)]
+pub struct NativeLeaseInfo {
+    /// Whether the call took the lease (acquire) / this store holds it (info).
+    pub acquired: bool,
+    pub holder: String,
+    pub epoch: f64,
+    pub acquired_at: f64,
+    pub expires_in_ms: f64,
+    pub mine: bool,
+}
+
+fn lease_info(acquired: bool, i: wa_auth_core::lease::LeaseInfo) -> NativeLeaseInfo {
+    NativeLeaseInfo {
+        acquired,
+        holder: i.holder,
+        epoch: i.epoch as f64,
+        acquired_at: i.acquired_at_ms as f64,
+        expires_in_ms: i.expires_in_ms as f64,
+        mine: i.mine,
+    }
 }
 
 #[napi(object)]
@@ -104,8 +138,10 @@ impl NativeAuthStore {
             cache_max_bytes: None,
             write_behind_ms: None,
             compact_values: None,
+            leases: None,
         });
         o.compact_values = options.compact_values.unwrap_or(true);
+        o.leases = options.leases.unwrap_or(false);
         if options.write_behind_ms.is_some() {
             o.write_behind = Some(millis(options.write_behind_ms, std::time::Duration::ZERO)?);
         }
@@ -165,6 +201,7 @@ impl NativeAuthStore {
     /// Takes its place in the session's order now, on the JavaScript thread: writes of one
     /// session land in the order they were called. Resolves with the write's version.
     #[napi(ts_return_type = "Promise<number>")]
+    #[allow(clippy::too_many_arguments)] // the JavaScript signature
     pub fn write<'env>(
         &self,
         env: &'env Env,
@@ -196,6 +233,7 @@ impl NativeAuthStore {
         let mut opts = WriteOptions::default();
         if let Some(o) = options {
             opts.sync_to_database = o.sync_to_database.unwrap_or(true);
+            opts.force = o.force.unwrap_or(false);
             if o.ttl_ms.is_some() {
                 opts.ttl = Some(millis(o.ttl_ms, std::time::Duration::ZERO)?);
             }
@@ -243,14 +281,65 @@ impl NativeAuthStore {
         env: &'env Env,
         session_id: String,
         keep_creds: bool,
+        force: Option<bool>,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
         let sid = SessionId::new(session_id).napi()?;
         let ticket = self.inner.ticket(&sid);
         let inner = self.inner.clone();
+        let force = force.unwrap_or(false);
         env.spawn_future(async move {
-            let r = inner.delete_session_in_turn(&sid, keep_creds, ticket).await;
+            let r = inner
+                .delete_session_in_turn(&sid, keep_creds, force, ticket)
+                .await;
             r.napi()
         })
+    }
+
+    /// Takes the session's lease; `acquired: false` with the holder's details when another
+    /// process holds it.
+    #[napi]
+    pub async fn acquire_lease(
+        &self,
+        session_id: String,
+        options: NativeLeaseOptions,
+    ) -> napi::Result<NativeLeaseInfo> {
+        let sid = SessionId::new(session_id).napi()?;
+        let opts = wa_auth_core::lease::LeaseOptions {
+            ttl: millis(Some(options.ttl_ms), std::time::Duration::ZERO)?,
+            holder: options.holder_id,
+            force: options.force.unwrap_or(false),
+        };
+        Ok(match self.inner.acquire_lease(&sid, &opts).await.napi()? {
+            wa_auth_core::lease::LeaseOutcome::Acquired(i) => lease_info(true, i),
+            wa_auth_core::lease::LeaseOutcome::Held(i) => lease_info(false, i),
+        })
+    }
+
+    /// Extends this store's lease; false when it was lost.
+    #[napi]
+    pub async fn renew_lease(&self, session_id: String) -> napi::Result<bool> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.renew_lease(&sid).await.napi()
+    }
+
+    #[napi]
+    pub async fn release_lease(&self, session_id: String) -> napi::Result<()> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.release_lease(&sid).await.napi()
+    }
+
+    /// Who holds the session's lease (null: nobody), and the session's lease epoch.
+    #[napi]
+    pub async fn lease_info(&self, session_id: String) -> napi::Result<Option<NativeLeaseInfo>> {
+        let sid = SessionId::new(session_id).napi()?;
+        let (info, _) = self.inner.lease_state(&sid).await.napi()?;
+        Ok(info.map(|i| lease_info(i.mine, i)))
+    }
+
+    #[napi]
+    pub fn holds_lease(&self, session_id: String) -> napi::Result<bool> {
+        let sid = SessionId::new(session_id).napi()?;
+        Ok(self.inner.holds_lease(&sid))
     }
 
     /// Records and value bytes per key type (from SQL when there is a SQL tier).

@@ -21,9 +21,7 @@ impl<T> IntoNapi<T> for Result<T, Error> {
 pub fn millis(ms: Option<f64>, default: std::time::Duration) -> napi::Result<std::time::Duration> {
     match ms {
         None => Ok(default),
-        Some(v) if (1.0..1e12).contains(&v) => {
-            Ok(std::time::Duration::from_millis(v as u64))
-        }
+        Some(v) if (1.0..1e12).contains(&v) => Ok(std::time::Duration::from_millis(v as u64)),
         Some(v) => Err(to_napi(Error::invalid(format!(
             "a duration in milliseconds must be a positive number, got {v}"
         )))),

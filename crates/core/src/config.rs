@@ -255,6 +255,10 @@ pub struct StoreOptions {
     pub write_behind: Option<std::time::Duration>,
     /// Store values in the compact binary form (`codec`); `false` stores the JSON text as given.
     pub compact_values: bool,
+    /// Sessions have leases (`crate::lease`): writes to a session another process holds are
+    /// refused, and the cache serves only sessions this store holds. `false`: one process per
+    /// session is assumed and nothing is checked.
+    pub leases: bool,
 }
 
 impl Default for StoreOptions {
@@ -263,6 +267,7 @@ impl Default for StoreOptions {
             cache_max_bytes: DEFAULT_CACHE_BYTES,
             write_behind: None,
             compact_values: true,
+            leases: false,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod ident;
+pub mod lease;
 pub mod memory;
 pub mod model;
 pub mod redis;

@@ -117,6 +117,9 @@ pub struct WriteOptions {
     pub sync_to_database: bool,
     /// Expiry of the session's Redis keys that this write touches.
     pub ttl: Option<Duration>,
+    /// Write even though another process holds the session's lease (takes a new lease epoch,
+    /// which fences that holder).
+    pub force: bool,
 }
 
 impl Default for WriteOptions {
@@ -124,6 +127,7 @@ impl Default for WriteOptions {
         WriteOptions {
             sync_to_database: true,
             ttl: None,
+            force: false,
         }
     }
 }

@@ -42,13 +42,15 @@ use crate::sql::TypeSummary;
 /// type in ARGV order. ARGV: floor, ttl ms (0: none), mode ('d' durable: the records become
 /// clean; 'r' Redis only: they are marked dirty, deletes leave tombstones; 'n' no SQL tier),
 /// version as 8 bytes, version as a number, has-creds flag, creds envelope, tombstone envelope,
-/// then per type: escaped name, number of puts, number of deletes, the puts as id/envelope
-/// pairs, the deleted ids. Returns 1, -1 when the session's `ver` is below the floor (Redis lost
-/// writes), -2 when the version is not above the session's cleared watermark.
+/// the writer's lease epoch (-1: none), then per type: escaped name, number of puts, number of
+/// deletes, the puts as id/envelope pairs, the deleted ids. Returns 1, -1 when the session's
+/// `ver` is below the floor (Redis lost writes), -2 when the version is not above the session's
+/// cleared watermark, -3 when a later lease epoch fences the writer.
 const WRITE_LUA: &str = r#"
 local floor, ttl, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local vb, vnum, tomb = ARGV[4], tonumber(ARGV[5]), ARGV[8]
-local m = redis.call('HMGET', KEYS[4], 'ver', 'clr')
+local vb, vnum, tomb, epoch = ARGV[4], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
+local m = redis.call('HMGET', KEYS[4], 'ver', 'clr', 'ep')
+if epoch >= 0 and epoch < (tonumber(m[3]) or 0) then return -3 end
 local ver = tonumber(m[1]) or 0
 if ver < floor then return -1 end
 if vnum <= (tonumber(m[2]) or 0) then return -2 end
@@ -72,7 +74,7 @@ if ARGV[6] == '1' then
   names[#names + 1] = '\0c'
   touched[#touched + 1] = KEYS[1]
 end
-local i, k = 9, 5
+local i, k = 10, 5
 while i <= #ARGV do
   local t, np, nd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local key = KEYS[k]
@@ -184,10 +186,12 @@ return 0
 /// Drops every record of the session (its type hashes are named from the types set, in the
 /// session's slot). KEYS: meta, types, dirty, creds; ARGV: key base, mode ('clear-keys' keeps the
 /// creds and their mark, 'clear' drops everything, 'rebuild' drops everything and the marks,
-/// 'evict' refuses a session with dirty records), version (raises `ver`; for clears also `clr`).
-/// Bumps the generation. Returns the type hashes dropped, or -1 when an eviction is refused.
+/// 'evict' refuses a session with dirty records), version (raises `ver`; for clears also `clr`),
+/// lease epoch of the caller (-1: none). Bumps the generation. Returns the type hashes dropped,
+/// -1 when an eviction is refused, -3 when a later lease epoch fences the caller.
 const DROP_LUA: &str = r#"
-local mode, v = ARGV[2], tonumber(ARGV[3])
+local mode, v, epoch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if epoch >= 0 and epoch < (tonumber(redis.call('HGET', KEYS[1], 'ep')) or 0) then return -3 end
 if mode == 'evict' and redis.call('HLEN', KEYS[3]) > 0 then return -1 end
 local types = redis.call('SMEMBERS', KEYS[2])
 for _, t in ipairs(types) do redis.call('DEL', ARGV[1] .. 'k:' .. t) end
@@ -232,6 +236,62 @@ if tombs then redis.call('HINCRBY', KEYS[2], 'gen', 1) end
 return n
 "#;
 
+/// Takes a session's lease. KEYS: lease hash, meta; ARGV: token, holder, ttl ms, lowest epoch
+/// (SQL's), force flag, now (ms, for the record). The epoch goes above every epoch seen (meta,
+/// SQL, the lease), unless the same token takes it again. Returns {1|0, holder, epoch, acquired
+/// at, ms left}: 0 (with the holder's fields) when another token holds it.
+const LEASE_ACQUIRE_LUA: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'token', 'holder', 'epoch', 'at')
+if cur[1] and cur[1] ~= ARGV[1] and ARGV[5] ~= '1' then
+  return {0, cur[2], cur[3], cur[4], redis.call('PTTL', KEYS[1])}
+end
+local seen = math.max(tonumber(redis.call('HGET', KEYS[2], 'ep')) or 0, tonumber(ARGV[4]), tonumber(cur[3]) or 0)
+local ep, at = seen + 1, ARGV[6]
+if cur[1] == ARGV[1] then
+  ep, at = tonumber(cur[3]), cur[4]
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[2], 'epoch', ep, 'at', at)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ep > (tonumber(redis.call('HGET', KEYS[2], 'ep')) or 0) then redis.call('HSET', KEYS[2], 'ep', ep) end
+return {1, ARGV[2], tostring(ep), at, tonumber(ARGV[3])}
+"#;
+
+/// Extends a lease this token holds; takes it back if it expired and no later epoch exists.
+/// KEYS: lease hash, meta; ARGV: token, ttl ms, epoch, holder, now. Returns 1 or 0 (lost).
+const LEASE_RENEW_LUA: &str = r#"
+local t = redis.call('HGET', KEYS[1], 'token')
+if t == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+local ep = tonumber(ARGV[3])
+if (not t) and (tonumber(redis.call('HGET', KEYS[2], 'ep')) or 0) <= ep then
+  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[4], 'epoch', ep, 'at', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('HSET', KEYS[2], 'ep', ep)
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: lease hash; ARGV: token. Drops the lease if this token holds it.
+const LEASE_RELEASE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// A lease as Redis holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisLease {
+    pub acquired: bool,
+    pub holder: String,
+    pub epoch: u64,
+    pub acquired_at_ms: i64,
+    /// Milliseconds until it expires.
+    pub ttl_ms: i64,
+}
+
 /// The dirty-hash name of the creds record (no escaped type is empty).
 pub const CREDS_RECORD: &str = "\0c";
 
@@ -254,6 +314,15 @@ pub enum Durability {
     NoSql,
 }
 
+/// What a write carries besides its records: its version, the version this process knows Redis
+/// holds for the session (the floor), and the writer's lease epoch (`None`: not fenced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteStamp {
+    pub version: u64,
+    pub floor: u64,
+    pub epoch: Option<u64>,
+}
+
 /// What a write script did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -262,6 +331,8 @@ pub enum Applied {
     Stale,
     /// The version is at or below the session's cleared watermark: not applied.
     BelowClear,
+    /// A later lease epoch fences the writer: not applied.
+    Fenced,
 }
 
 /// What an eviction attempt did.
@@ -296,6 +367,9 @@ pub struct RedisTier {
     secrets: Vec<String>,
     closed: AtomicBool,
     write_script: Script,
+    lease_acquire: Script,
+    lease_renew: Script,
+    lease_release: Script,
     warm_keys: Script,
     warm_creds: Script,
     drop_script: Script,
@@ -403,6 +477,9 @@ impl RedisTier {
             secrets,
             closed: AtomicBool::new(false),
             write_script: Script::from_lua(WRITE_LUA),
+            lease_acquire: Script::from_lua(LEASE_ACQUIRE_LUA),
+            lease_renew: Script::from_lua(LEASE_RENEW_LUA),
+            lease_release: Script::from_lua(LEASE_RELEASE_LUA),
             warm_keys: Script::from_lua(WARM_KEYS_LUA),
             warm_creds: Script::from_lua(WARM_CREDS_LUA),
             drop_script: Script::from_lua(DROP_LUA),
@@ -504,6 +581,130 @@ impl RedisTier {
         self.session_base(sid) + "m"
     }
 
+    pub fn lease_key(&self, sid: &SessionId) -> String {
+        self.session_base(sid) + "l"
+    }
+
+    fn lease_reply(v: fred::types::Value) -> Result<RedisLease> {
+        let vs = array(v, 5, "lease")?;
+        let text = |v: &fred::types::Value| v.as_string().unwrap_or_default();
+        let num = |v: &fred::types::Value| text(v).parse::<i64>().unwrap_or(0);
+        Ok(RedisLease {
+            acquired: num(&vs[0]) == 1,
+            holder: text(&vs[1]),
+            epoch: num(&vs[2]).max(0) as u64,
+            acquired_at_ms: num(&vs[3]),
+            ttl_ms: num(&vs[4]),
+        })
+    }
+
+    /// Takes the session's lease (see [`LEASE_ACQUIRE_LUA`]).
+    pub async fn acquire_lease(
+        &self,
+        sid: &SessionId,
+        token: &str,
+        holder: &str,
+        ttl: Duration,
+        min_epoch: u64,
+        force: bool,
+    ) -> Result<RedisLease> {
+        let keys = vec![self.lease_key(sid), self.meta_key(sid)];
+        let args: Vec<fred::types::Value> = vec![
+            token.into(),
+            holder.into(),
+            (ttl.as_millis().max(1) as i64).into(),
+            (min_epoch as i64).into(),
+            if force { "1" } else { "0" }.into(),
+            crate::sql::now_ms().into(),
+        ];
+        let v: fred::types::Value = self
+            .call(
+                "acquire lease",
+                self.lease_acquire
+                    .evalsha_with_reload(&self.client, keys, args),
+            )
+            .await?;
+        Self::lease_reply(v)
+    }
+
+    /// Extends (or takes back, see [`LEASE_RENEW_LUA`]) a lease this token holds.
+    pub async fn renew_lease(
+        &self,
+        sid: &SessionId,
+        token: &str,
+        holder: &str,
+        ttl: Duration,
+        epoch: u64,
+    ) -> Result<bool> {
+        let keys = vec![self.lease_key(sid), self.meta_key(sid)];
+        let args: Vec<fred::types::Value> = vec![
+            token.into(),
+            (ttl.as_millis().max(1) as i64).into(),
+            (epoch as i64).into(),
+            holder.into(),
+            crate::sql::now_ms().into(),
+        ];
+        let n: i64 = self
+            .call(
+                "renew lease",
+                self.lease_renew
+                    .evalsha_with_reload(&self.client, keys, args),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn release_lease(&self, sid: &SessionId, token: &str) -> Result<()> {
+        let _: i64 = self
+            .call(
+                "release lease",
+                self.lease_release.evalsha_with_reload(
+                    &self.client,
+                    vec![self.lease_key(sid)],
+                    vec![token],
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The lease as Redis holds it, with the highest epoch the session has seen.
+    pub async fn lease(&self, sid: &SessionId) -> Result<(Option<RedisLease>, u64)> {
+        let pipe = self.client.pipeline();
+        self.queued(
+            pipe.hmget(self.lease_key(sid), vec!["token", "holder", "epoch", "at"])
+                .await,
+        )?;
+        self.queued(pipe.pttl(self.lease_key(sid)).await)?;
+        self.queued(pipe.hget(self.meta_key(sid), "ep").await)?;
+        let mut r: Vec<fred::types::Value> = self.call("lease", pipe.all()).await?;
+        if r.len() != 3 {
+            return Err(Error::Redis("unexpected pipeline reply".into()));
+        }
+        let ep = r
+            .pop()
+            .and_then(|v| v.as_string())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let ttl = r.pop().and_then(|v| v.as_i64()).unwrap_or(-2);
+        let fields = array(r.pop().unwrap_or(fred::types::Value::Null), 4, "lease")?;
+        let text = |v: &fred::types::Value| v.as_string();
+        let lease = text(&fields[0]).map(|_| RedisLease {
+            acquired: false,
+            holder: text(&fields[1]).unwrap_or_default(),
+            epoch: text(&fields[2]).and_then(|s| s.parse().ok()).unwrap_or(0),
+            acquired_at_ms: text(&fields[3]).and_then(|s| s.parse().ok()).unwrap_or(0),
+            ttl_ms: ttl,
+        });
+        Ok((lease, ep))
+    }
+
+    /// The token that holds the lease, if any (for a holder to tell itself from others).
+    pub async fn lease_token(&self, sid: &SessionId) -> Result<Option<String>> {
+        self.call("hget", self.client.hget(self.lease_key(sid), "token"))
+            .await
+    }
+
     /// A key of the store's own bookkeeping (memory manager, dirty index).
     pub fn mm_key(&self, name: &str) -> String {
         format!("{}:{{m}}:{name}", self.prefix)
@@ -565,11 +766,15 @@ impl RedisTier {
         &self,
         sid: &SessionId,
         batch: &WriteBatch,
-        version: u64,
-        floor: u64,
+        stamp: WriteStamp,
         ttl: Option<Duration>,
         durability: Durability,
     ) -> Result<Applied> {
+        let WriteStamp {
+            version,
+            floor,
+            epoch,
+        } = stamp;
         let groups = batch.by_type();
         let mut keys = vec![
             self.creds_key(sid),
@@ -607,6 +812,7 @@ impl RedisTier {
         args.push(fred::types::Value::Bytes(
             envelope::seal(version, None).into(),
         ));
+        args.push(epoch.map_or(-1, |e| e as i64).into());
         for (kind, (puts, dels)) in &groups {
             keys.push(self.keys_key(sid, kind));
             args.push(escape(kind).into());
@@ -632,6 +838,7 @@ impl RedisTier {
         Ok(match n {
             -1 => Applied::Stale,
             -2 => Applied::BelowClear,
+            -3 => Applied::Fenced,
             _ => Applied::Yes,
         })
     }
@@ -693,7 +900,13 @@ impl RedisTier {
         Ok(())
     }
 
-    async fn drop_session(&self, sid: &SessionId, mode: &str, version: u64) -> Result<i64> {
+    async fn drop_session(
+        &self,
+        sid: &SessionId,
+        mode: &str,
+        version: u64,
+        epoch: Option<u64>,
+    ) -> Result<i64> {
         let keys = vec![
             self.meta_key(sid),
             self.types_key(sid),
@@ -704,6 +917,7 @@ impl RedisTier {
             self.session_base(sid).into(),
             mode.into(),
             (version as i64).into(),
+            epoch.map_or(-1, |e| e as i64).into(),
         ];
         self.call(
             "drop session",
@@ -715,15 +929,25 @@ impl RedisTier {
 
     /// Clears a session at `version`: its keys (and creds unless `keep_creds`) go, and nothing
     /// older than `version` can be written to it again.
-    pub async fn clear(&self, sid: &SessionId, version: u64, keep_creds: bool) -> Result<()> {
+    /// Returns [`Applied::Fenced`] (nothing done) when a later lease epoch fences `epoch`.
+    pub async fn clear(
+        &self,
+        sid: &SessionId,
+        version: u64,
+        keep_creds: bool,
+        epoch: Option<u64>,
+    ) -> Result<Applied> {
         let mode = if keep_creds { "clear-keys" } else { "clear" };
-        self.drop_session(sid, mode, version).await.map(|_| ())
+        Ok(match self.drop_session(sid, mode, version, epoch).await? {
+            -3 => Applied::Fenced,
+            _ => Applied::Yes,
+        })
     }
 
     /// Resets a session whose Redis copy is behind SQL: every record goes (reads then come from
     /// SQL), its version becomes `sql_version`. Flush its dirty records first.
     pub async fn rebuild(&self, sid: &SessionId, sql_version: u64) -> Result<()> {
-        self.drop_session(sid, "rebuild", sql_version)
+        self.drop_session(sid, "rebuild", sql_version, None)
             .await
             .map(|_| ())
     }
@@ -731,7 +955,7 @@ impl RedisTier {
     /// Drops a session's Redis data if SQL holds all of it (atomically against writers: a
     /// write that lands first makes the session dirty or brings its keys back, never lost).
     pub async fn evict_session(&self, sid: &SessionId) -> Result<Evicted> {
-        match self.drop_session(sid, "evict", 0).await? {
+        match self.drop_session(sid, "evict", 0, None).await? {
             -1 => Ok(Evicted::Dirty),
             n => {
                 self.notify_evicted(sid);
@@ -841,12 +1065,15 @@ impl RedisTier {
 
     /// Removes every key of a session, its meta too (see [`crate::AuthStore::purge_session`]).
     pub async fn purge(&self, sid: &SessionId) -> Result<()> {
-        self.drop_session(sid, "clear", 0).await?;
+        self.drop_session(sid, "clear", 0, None).await?;
         let _: i64 = self
             .call(
                 "del",
-                self.client
-                    .del(vec![self.meta_key(sid), self.dirty_key(sid)]),
+                self.client.del(vec![
+                    self.meta_key(sid),
+                    self.dirty_key(sid),
+                    self.lease_key(sid),
+                ]),
             )
             .await?;
         Ok(())

@@ -34,8 +34,9 @@ use crate::envelope::Opened;
 use crate::error::{Error, Result, Tier};
 use crate::events::{EventSink, Events};
 use crate::ident;
+use crate::lease::{locked, Leases};
 use crate::model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
-use crate::redis::{Applied, Durability, RedisTier, CREDS_RECORD, NOSQL_RECORD};
+use crate::redis::{Applied, Durability, RedisTier, WriteStamp, CREDS_RECORD, NOSQL_RECORD};
 use crate::sql::{SqlStore, TypeSummary, VersionedWrite};
 
 /// Most writes one group transaction takes, and about how many value bytes.
@@ -96,6 +97,32 @@ struct Tiers {
     sql: Option<Arc<SqlStore>>,
     events: Arc<Events>,
     counters: Counters,
+    leases: Leases,
+    /// Leases are on: the cache serves only sessions this store holds.
+    leases_on: bool,
+}
+
+impl Tiers {
+    /// The cache, for a session it may serve (see `crate::lease`).
+    fn cache_for(&self, sid: &str) -> Option<&Arc<KeyCache>> {
+        self.cache
+            .as_ref()
+            .filter(|_| !self.leases_on || self.leases.holds(sid))
+    }
+
+    /// A write of `sid` was fenced: this store lost the session's lease.
+    fn fenced(&self, sid: &SessionId) -> Error {
+        if self.leases.lose(sid) {
+            if let Some(cache) = &self.cache {
+                cache.remove_session(sid, false);
+            }
+            self.events.warn(
+                "ERR_SESSION_LOCKED",
+                "this process lost a session's lease to another process; its writes to it are refused",
+            );
+        }
+        locked("another process holds the session's lease now (a later lease epoch fenced this write); close this socket")
+    }
 }
 
 /// This process's view of one session.
@@ -200,7 +227,10 @@ impl Drop for Ticket {
 
 enum Op {
     Write(Box<WriteJob>),
-    Clear { keep_creds: bool },
+    Clear {
+        keep_creds: bool,
+        epoch: Option<u64>,
+    },
     Flush,
     Rebuild,
 }
@@ -208,6 +238,8 @@ enum Op {
 struct WriteJob {
     /// Values in their stored form.
     batch: WriteBatch,
+    /// The lease epoch the write carries (`None`: not fenced).
+    epoch: Option<u64>,
     /// The JSON text the cache keeps (when there is a cache).
     plain: Option<WriteBatch>,
     to_sql: bool,
@@ -308,6 +340,8 @@ impl AuthStore {
             sql,
             events: Arc::new(Events::default()),
             counters: Counters::default(),
+            leases: Leases::default(),
+            leases_on: options.leases,
         });
         let pipeline = Arc::new(Pipeline {
             tiers: tiers.clone(),
@@ -343,7 +377,24 @@ impl AuthStore {
         &self.tiers().events
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.tiers().leases
+    }
+
+    pub(crate) fn leases_on(&self) -> bool {
+        self.tiers().leases_on
+    }
+
+    /// Drops what this process holds of a session (cache, what it knew of Redis): the next use
+    /// reads and checks every tier afresh.
+    pub(crate) fn forget_session(&self, sid: &SessionId) {
+        if let Some(cache) = &self.tiers().cache {
+            cache.remove_session(sid, false);
+        }
+        self.pipeline.slot(sid).invalidate();
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
         let t = self.tiers();
         let tier_closed = t.redis.as_ref().is_some_and(|r| r.is_closed())
             || t.sql.as_ref().is_some_and(|s| s.is_closed());
@@ -375,10 +426,11 @@ impl AuthStore {
         self.check_open()?;
         self.touch(sid);
         let t = self.tiers();
-        if let Some(v) = t.cache.as_ref().and_then(|c| c.get_creds(sid)) {
+        let cache = t.cache_for(sid);
+        if let Some(v) = cache.and_then(|c| c.get_creds(sid)) {
             return Ok(Some(v));
         }
-        let epoch = t.cache.as_deref().map(KeyCache::epoch);
+        let epoch = cache.map(|c| c.epoch());
         let mut found: Option<Value> = None;
         let mut warm_gen = None;
         if let Some(redis) = &t.redis {
@@ -415,7 +467,7 @@ impl AuthStore {
             }
         }
         let found = found.map(expand).transpose()?;
-        if let (Some(cache), Some(epoch), Some(v)) = (&t.cache, epoch, &found) {
+        if let (Some(cache), Some(epoch), Some(v)) = (cache, epoch, &found) {
             cache.fill_creds(epoch, sid, v);
         }
         Ok(found)
@@ -432,7 +484,7 @@ impl AuthStore {
         self.check_open()?;
         ident::validate_type(kind)?;
         let t = self.tiers();
-        let Some(cache) = &t.cache else {
+        let Some(cache) = t.cache_for(sid) else {
             return Ok(None);
         };
         let Some(found) = cache.get_all(sid, kind, ids) else {
@@ -463,11 +515,12 @@ impl AuthStore {
         }
         self.touch(sid);
         let t = self.tiers();
-        let mut out: Vec<Option<Value>> = match &t.cache {
+        let cache = t.cache_for(sid);
+        let mut out: Vec<Option<Value>> = match cache {
             Some(c) => c.get_keys(sid, kind, ids),
             None => vec![None; ids.len()],
         };
-        let epoch = t.cache.as_deref().map(KeyCache::epoch);
+        let epoch = cache.map(|c| c.epoch());
         let mut todo: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
         if todo.is_empty() {
             return Ok(out);
@@ -530,7 +583,7 @@ impl AuthStore {
                 }
             }
         }
-        if let (Some(cache), Some(epoch)) = (&t.cache, epoch) {
+        if let (Some(cache), Some(epoch)) = (cache, epoch) {
             cache.fill_keys(
                 epoch,
                 sid,
@@ -603,18 +656,25 @@ impl AuthStore {
             self.behind.lock().insert(sid.to_string());
             self.start_flusher();
         }
+        let fence = self.fence(sid, opts.force).await?;
         let slot = self.pipeline.session(sid).await?;
         self.touch(sid);
         let job = WriteJob {
             batch,
+            epoch: fence.epoch,
             plain,
             to_sql,
             redis,
             ttl: opts.ttl,
         };
-        self.pipeline
+        let r = self
+            .pipeline
             .submit_in_turn(sid, slot, Op::Write(Box::new(job)), &mut ticket)
-            .await
+            .await;
+        if fence.release {
+            self.release_lease(sid).await?;
+        }
+        r
     }
 
     /// Copies a session's records that were written to Redis only (`syncToDatabase: false`,
@@ -665,7 +725,8 @@ impl AuthStore {
     /// before can come back: the clear has a version like any write.
     pub async fn delete_session(&self, sid: &SessionId, keep_creds: bool) -> Result<()> {
         let ticket = self.ticket(sid);
-        self.delete_session_in_turn(sid, keep_creds, ticket).await
+        self.delete_session_in_turn(sid, keep_creds, false, ticket)
+            .await
     }
 
     /// [`Self::delete_session`] at the place `ticket` holds in the session's call order.
@@ -673,14 +734,24 @@ impl AuthStore {
         &self,
         sid: &SessionId,
         keep_creds: bool,
+        force: bool,
         mut ticket: Ticket,
     ) -> Result<()> {
         self.check_open()?;
+        let fence = self.fence(sid, force).await?;
         let slot = self.pipeline.session(sid).await?;
-        self.pipeline
-            .submit_in_turn(sid, slot, Op::Clear { keep_creds }, &mut ticket)
-            .await
-            .map(|_| ())
+        let op = Op::Clear {
+            keep_creds,
+            epoch: fence.epoch,
+        };
+        let r = self
+            .pipeline
+            .submit_in_turn(sid, slot, op, &mut ticket)
+            .await;
+        if fence.release {
+            self.release_lease(sid).await?;
+        }
+        r.map(|_| ())
     }
 
     /// Removes a deleted session's last traces (its SQL tombstone row and Redis meta), for tools
@@ -789,6 +860,17 @@ impl AuthStore {
                     "ERR_TIMEOUT",
                     "a write lane did not finish its queue in time",
                 );
+            }
+        }
+        // the writes landed under the leases: now let the next owners in
+        for name in self.leases().sessions() {
+            if let Ok(sid) = SessionId::new(name) {
+                if let Err(e) = self.release_lease(&sid).await {
+                    t.events.warn(
+                        e.code(),
+                        &format!("could not release a session lease on close (it expires by itself): {e}"),
+                    );
+                }
             }
         }
         if let Some(cache) = &t.cache {
@@ -1048,10 +1130,17 @@ async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
         return group;
     };
     if let [(job, v)] = group.as_slice() {
-        if let Op::Clear { keep_creds } = job.op {
-            let r = sql.clear(&job.sid, *v, keep_creds).await;
+        if let Op::Clear { keep_creds, epoch } = job.op {
+            let r = sql.clear(&job.sid, *v, keep_creds, epoch).await;
             return match r {
-                Ok(()) => group,
+                Ok(true) => group,
+                Ok(false) => {
+                    let e = tiers.fenced(&job.sid);
+                    group
+                        .into_iter()
+                        .for_each(|(j, _)| j.answer(Err(e.clone())));
+                    Vec::new()
+                }
                 Err(e) => {
                     group
                         .into_iter()
@@ -1068,19 +1157,36 @@ async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
                 sid: &j.sid,
                 batch: &w.batch,
                 version: *v,
+                epoch: w.epoch,
             })
         })
         .collect();
     if writes.is_empty() {
         return group;
     }
+    let mut fenced: Vec<String> = Vec::new();
     let failed: Option<(Error, bool)> = match sql.commit(&writes).await {
-        Ok(()) => None,
+        Ok(f) => {
+            fenced = f;
+            None
+        }
         Err(ce) => Some((ce.error, ce.statement_level && writes.len() > 1)),
     };
     drop(writes);
     match failed {
-        None => group,
+        None if fenced.is_empty() => group,
+        None => {
+            let mut out = Vec::new();
+            for (j, v) in group {
+                if j.write().is_some_and(|w| w.to_sql) && fenced.iter().any(|f| *f == *j.sid) {
+                    let e = tiers.fenced(&j.sid);
+                    j.answer(Err(e));
+                } else {
+                    out.push((j, v));
+                }
+            }
+            out
+        }
         // a connection-level failure would fail every write the same way: fail them all now
         Some((e, false)) => {
             let mut out = Vec::new();
@@ -1101,9 +1207,14 @@ async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
                     sid: &j.sid,
                     batch: &w.batch,
                     version: v,
+                    epoch: w.epoch,
                 });
                 let r = match alone {
-                    Some(w) => sql.commit(&[w]).await.map_err(|ce| ce.error),
+                    Some(w) => match sql.commit(&[w]).await {
+                        Ok(f) if f.is_empty() => Ok(()),
+                        Ok(_) => Err(tiers.fenced(&j.sid)),
+                        Err(ce) => Err(ce.error),
+                    },
                     None => Ok(()),
                 };
                 match r {
@@ -1130,7 +1241,9 @@ async fn apply_stage(tiers: Arc<Tiers>, mut rx: mpsc::Receiver<Vec<(Job, u64)>>)
                     apply_writes(&tiers, vec![(job, v)]).await;
                     continue;
                 }
-                Op::Clear { keep_creds } => clear_tiers(&tiers, &job, v, *keep_creds).await,
+                Op::Clear { keep_creds, epoch } => {
+                    clear_tiers(&tiers, &job, v, *keep_creds, *epoch).await
+                }
                 Op::Flush => flush_session(&tiers, &job.sid).await,
                 Op::Rebuild => rebuild(&tiers, &job.sid, &job.slot).await.map(|_| 0),
             };
@@ -1139,16 +1252,25 @@ async fn apply_stage(tiers: Arc<Tiers>, mut rx: mpsc::Receiver<Vec<(Job, u64)>>)
     }
 }
 
-async fn clear_tiers(tiers: &Tiers, job: &Job, v: u64, keep_creds: bool) -> Result<u64> {
+async fn clear_tiers(
+    tiers: &Tiers,
+    job: &Job,
+    v: u64,
+    keep_creds: bool,
+    epoch: Option<u64>,
+) -> Result<u64> {
     if let Some(redis) = &tiers.redis {
-        if let Err(e) = redis.clear(&job.sid, v, keep_creds).await {
-            job.slot.invalidate();
-            if let Some(cache) = &tiers.cache {
-                cache.remove_session(&job.sid, keep_creds);
+        match redis.clear(&job.sid, v, keep_creds, epoch).await {
+            Ok(Applied::Fenced) => return Err(tiers.fenced(&job.sid)),
+            Ok(_) => job.slot.raise_floor(v),
+            Err(e) => {
+                job.slot.invalidate();
+                if let Some(cache) = &tiers.cache {
+                    cache.remove_session(&job.sid, keep_creds);
+                }
+                return Err(e);
             }
-            return Err(e);
         }
-        job.slot.raise_floor(v);
     }
     if let Some(cache) = &tiers.cache {
         cache.remove_session(&job.sid, keep_creds);
@@ -1168,8 +1290,13 @@ async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
                 async move {
                     let w = w?;
                     let durability = w.redis?;
+                    let stamp = WriteStamp {
+                        version: *v,
+                        floor,
+                        epoch: w.epoch,
+                    };
                     let r = redis
-                        .write(&j.sid, &w.batch, *v, floor, w.ttl, durability)
+                        .write(&j.sid, &w.batch, stamp, w.ttl, durability)
                         .await;
                     if r.is_ok() && durability == Durability::RedisOnly {
                         if let Err(e) = redis.index_dirty(&j.sid).await {
@@ -1189,6 +1316,7 @@ async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
         let outcome = match r {
             None | Some(Ok(Applied::Yes)) => Ok(()),
             Some(Ok(Applied::Stale)) => recover_write(tiers, &job, v).await,
+            Some(Ok(Applied::Fenced)) => Err(tiers.fenced(&job.sid)),
             Some(Ok(Applied::BelowClear)) => {
                 job.slot.invalidate();
                 Err(Error::SessionLocked(
@@ -1234,8 +1362,13 @@ async fn recover_write(tiers: &Tiers, job: &Job, v: u64) -> Result<()> {
     let Some(durability) = w.redis.filter(|d| *d != Durability::Durable) else {
         return Ok(()); // SQL holds it; reads now come from SQL
     };
+    let stamp = WriteStamp {
+        version: v,
+        floor,
+        epoch: w.epoch,
+    };
     match redis
-        .write(&job.sid, &w.batch, v, floor, w.ttl, durability)
+        .write(&job.sid, &w.batch, stamp, w.ttl, durability)
         .await?
     {
         Applied::Yes => {
@@ -1363,6 +1496,7 @@ async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64> {
             sid,
             batch,
             version: *v,
+            epoch: None,
         })
         .collect();
     let flushed = by_version

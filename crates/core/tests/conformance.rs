@@ -391,6 +391,7 @@ async fn ttl_applies_to_touched_redis_keys_and_is_refused_without_sql() {
     let opts = WriteOptions {
         sync_to_database: true,
         ttl: Some(Duration::from_secs(100)),
+        force: false,
     };
     store
         .write(
@@ -411,6 +412,7 @@ async fn ttl_applies_to_touched_redis_keys_and_is_refused_without_sql() {
     let redis_only_write = WriteOptions {
         sync_to_database: false,
         ttl: Some(Duration::from_secs(1)),
+        force: false,
     };
     let err = store
         .write(
@@ -511,6 +513,7 @@ async fn concurrent_writes_share_group_commits() {
         sid,
         batch,
         version: 1,
+        epoch: None,
     };
     // together they fail as a statement-level error (the lane then retries each alone) ...
     let both = p

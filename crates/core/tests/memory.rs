@@ -175,6 +175,7 @@ async fn refuses_to_evict_what_sql_does_not_hold() {
     let skip_sql = WriteOptions {
         sync_to_database: false,
         ttl: None,
+        force: false,
     };
     let s9 = sid(9);
     both.write(&s9, session_batch("v9", 2), &skip_sql)
@@ -222,6 +223,7 @@ async fn writes_racing_evictions_are_never_lost() {
                 let o = WriteOptions {
                     sync_to_database: !(w % 2 == 1 && r % 3 == 0),
                     ttl: None,
+                    force: false,
                 };
                 let batch = WriteBatch {
                     creds: Some(Arc::from(format!("c{w}-{r}").as_bytes())),

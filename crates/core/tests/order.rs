@@ -173,6 +173,7 @@ async fn flushes_and_durable_writes_race_without_going_backwards() {
     let behind = WriteOptions {
         sync_to_database: false,
         ttl: None,
+        force: false,
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = {
@@ -236,6 +237,7 @@ async fn a_dirty_record_redis_lost_is_not_a_delete() {
     let behind = WriteOptions {
         sync_to_database: false,
         ttl: None,
+        force: false,
     };
     let newer = WriteBatch {
         creds: Some(Arc::from(&b"{\"creds\":2}"[..])),
@@ -495,6 +497,7 @@ async fn a_failing_session_does_not_stop_a_flush_pass() {
     let behind = WriteOptions {
         sync_to_database: false,
         ttl: None,
+        force: false,
     };
     let good: Vec<SessionId> = (0..5).map(|i| sid(&format!("pass-{i}"))).collect();
     for s in &good {

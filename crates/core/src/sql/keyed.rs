@@ -10,9 +10,13 @@ pub(super) const LIVE: &str = "k.value IS NOT NULL AND k.version >= COALESCE(
 /// Defines the reads, `write`, `clear`, `purge`, `summary` and `list_ids` for one pool type.
 /// `$upsert_sessions` / `$upsert_keys` are the clauses that follow the VALUES lists (versions only
 /// rise, a row only replaces an older version); `$summary_sql` selects `(type, count, bytes)` of
-/// one session as integers; `$begin` starts a write transaction.
+/// one session as integers; `$begin` starts a write transaction; `$lock` follows a SELECT that
+/// locks rows for the transaction; `$now` is the database's clock in ms; `$ignore` an INSERT that
+/// skips existing rows; `$lease_upsert` the clause that replaces a lease row; `$greatest` the
+/// two-argument maximum.
 macro_rules! keyed_statements {
-    ($db:ty, $pool:ty, $conn:ty, $upsert_sessions:expr, $upsert_keys:expr, $summary_sql:expr, $begin:expr) => {
+    ($db:ty, $pool:ty, $conn:ty, $upsert_sessions:expr, $upsert_keys:expr, $summary_sql:expr, $begin:expr,
+     $lock:expr, $now:expr, $ignore:expr, $lease_upsert:expr, $greatest:expr) => {
         pub(super) async fn summary(
             pool: &$pool,
             sid: &$crate::model::SessionId,
@@ -131,16 +135,48 @@ macro_rules! keyed_statements {
             Ok(())
         }
 
-        /// Applies merged writes atomically in one transaction: the session rows first (they
-        /// take the session locks), then the key rows in statement-sized chunks.
+        /// The stored epochs of the sessions named, their rows locked for the transaction.
+        async fn lock_epochs(
+            conn: &mut $conn,
+            sids: &[&str],
+        ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+            if sids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "SELECT session_id, epoch FROM wa_auth_sessions WHERE session_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for sid in sids {
+                list.push_bind(*sid);
+            }
+            q.push(")").push($lock);
+            let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+            rows.into_iter()
+                .map(|(s, e)| {
+                    String::from_utf8(s)
+                        .map(|s| (s, e))
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+                })
+                .collect()
+        }
+
+        /// Applies merged writes atomically in one transaction: the fenced sessions' rows are
+        /// locked and checked first, then the session rows (they take the session locks), then
+        /// the key rows in statement-sized chunks. Returns the fenced sessions.
         pub(super) async fn write(
             pool: &$pool,
             m: &super::Merged<'_>,
             now: i64,
-        ) -> Result<(), sqlx::Error> {
+        ) -> Result<Vec<String>, sqlx::Error> {
             let mut tx = pool.begin_with($begin).await?;
-            upsert_sessions(&mut tx, &m.sessions, now).await?;
-            for chunk in super::statement_chunks(&m.keys, super::KeyRow::size) {
+            let ids: Vec<&str> = m.fences.iter().map(|f| f.0).collect();
+            let fenced = m.fenced(&lock_epochs(&mut tx, &ids).await?);
+            let rest = m.without(&fenced);
+            if !rest.sessions.is_empty() {
+                upsert_sessions(&mut tx, &rest.sessions, now).await?;
+            }
+            for chunk in super::statement_chunks(&rest.keys, super::KeyRow::size) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO wa_auth_keys (session_id, type, id, value, version, updated_at) ",
                 );
@@ -155,24 +191,190 @@ macro_rules! keyed_statements {
                 q.push(" ").push($upsert_keys);
                 q.build().execute(&mut *tx).await?;
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(fenced)
         }
 
         /// Raises the cleared watermark (dropping the creds unless kept), then deletes the rows
-        /// below it, in one transaction.
+        /// below it, in one transaction; nothing (false) when the session's lease epoch is
+        /// above `fence`.
         pub(super) async fn clear(
             pool: &$pool,
             row: &super::SessionRow<'_>,
             now: i64,
-        ) -> Result<(), sqlx::Error> {
+            fence: Option<i64>,
+        ) -> Result<bool, sqlx::Error> {
             let mut tx = pool.begin_with($begin).await?;
+            if let Some(epoch) = fence {
+                let stored = lock_epochs(&mut tx, &[row.sid]).await?;
+                if stored.iter().any(|(_, e)| *e > epoch) {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
             upsert_sessions(&mut tx, std::slice::from_ref(row), now).await?;
             sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = ? AND version < ?")
                 .bind(row.sid)
                 .bind(row.cleared)
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        pub(super) async fn session_epoch(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+        ) -> Result<u64, sqlx::Error> {
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT epoch FROM wa_auth_sessions WHERE session_id = ?")
+                    .bind(&**sid)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(v.unwrap_or(0).max(0) as u64)
+        }
+
+        async fn ensure_session(
+            conn: &mut $conn,
+            sid: &str,
+            now: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{} wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES (?, NULL, ?, ?)",
+                $ignore
+            )))
+            .bind(sid)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn raise_epoch(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            epoch: i64,
+            now: i64,
+        ) -> Result<(), sqlx::Error> {
+            let mut tx = pool.begin_with($begin).await?;
+            ensure_session(&mut tx, sid, now).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE wa_auth_sessions SET epoch = {}(epoch, ?) WHERE session_id = ?",
+                $greatest
+            )))
+            .bind(epoch)
+            .bind(&**sid)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await
+        }
+
+        pub(super) async fn lease_acquire(
+            pool: &$pool,
+            req: &super::LeaseRequest<'_>,
+        ) -> Result<super::LeaseRow, sqlx::Error> {
+            let mut tx = pool.begin_with($begin).await?;
+            let now: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {}", $now)))
+                .fetch_one(&mut *tx)
+                .await?;
+            ensure_session(&mut tx, req.sid, now).await?;
+            let session_epoch = lock_epochs(&mut tx, &[&**req.sid])
+                .await?
+                .first()
+                .map_or(0, |(_, e)| *e);
+            let current: Option<(Vec<u8>, Vec<u8>, i64, i64, i64)> = sqlx::query_as(
+                "SELECT token, holder, epoch, expires_at, acquired_at FROM wa_auth_leases WHERE session_id = ?",
+            )
+            .bind(&**req.sid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+            let current = current.map(|(t, h, e, x, a)| (text(t), text(h), e, x, a));
+            let row = super::decide_lease(req, current, session_epoch, now);
+            if !row.acquired {
+                // end the transaction now: a rollback left to the pool would hold the locks
+                tx.rollback().await?;
+                return Ok(row);
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
+                 VALUES (?, ?, ?, ?, ?, ?) {}",
+                $lease_upsert
+            )))
+            .bind(&**req.sid)
+            .bind(&row.token)
+            .bind(&row.holder)
+            .bind(row.epoch)
+            .bind(row.expires_at)
+            .bind(row.acquired_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE wa_auth_sessions SET epoch = {}(epoch, ?) WHERE session_id = ?",
+                $greatest
+            )))
+            .bind(row.epoch)
+            .bind(&**req.sid)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(row)
+        }
+
+        pub(super) async fn lease_renew(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            token: &str,
+            ttl_ms: i64,
+        ) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE wa_auth_leases SET expires_at = {} + ? WHERE session_id = ? AND token = ?",
+                $now
+            )))
+            .bind(ttl_ms)
+            .bind(&**sid)
+            .bind(token)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(super) async fn lease_release(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            token: &str,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query("DELETE FROM wa_auth_leases WHERE session_id = ? AND token = ?")
+                .bind(&**sid)
+                .bind(token)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn lease_info(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+        ) -> Result<Option<super::LeaseRow>, sqlx::Error> {
+            let row: Option<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT token, holder, epoch, expires_at, acquired_at, {} FROM wa_auth_leases WHERE session_id = ?",
+                    $now
+                )))
+                .bind(&**sid)
+                .fetch_optional(pool)
+                .await?;
+            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+            Ok(row.map(|(token, holder, epoch, expires_at, acquired_at, now)| super::LeaseRow {
+                acquired: false,
+                token: text(token),
+                holder: text(holder),
+                epoch,
+                expires_at,
+                acquired_at,
+                now,
+            }))
         }
 
         pub(super) async fn purge(

@@ -40,7 +40,7 @@ macro_rules! on_dialect {
 }
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Applies the migrations newer than the recorded version on `$conn` (a transaction or a locked
 /// connection): refuses a schema newer than this build, records each version applied.
 macro_rules! apply_migrations {
@@ -108,6 +108,9 @@ pub struct VersionedWrite<'a> {
     pub sid: &'a SessionId,
     pub batch: &'a WriteBatch,
     pub version: u64,
+    /// The lease epoch the writer holds: refused if the session's epoch is higher (`None`: the
+    /// writer takes no lease and is not fenced).
+    pub epoch: Option<u64>,
 }
 
 /// A failed commit, and whether the failure belongs to the statements (each write of the group
@@ -211,14 +214,21 @@ impl SessionRow<'_> {
 pub(crate) struct Merged<'a> {
     pub sessions: Vec<SessionRow<'a>>,
     pub keys: Vec<KeyRow<'a>>,
+    /// Sessions written under a lease, with the lowest epoch their writes carry.
+    pub fences: Vec<(&'a str, i64)>,
 }
 
 impl<'a> Merged<'a> {
     pub fn of(writes: &[VersionedWrite<'a>]) -> Self {
         let mut sessions: BTreeMap<&str, SessionRow<'a>> = BTreeMap::new();
         let mut keys: BTreeMap<(&str, &str, &str), KeyRow<'a>> = BTreeMap::new();
+        let mut fences: BTreeMap<&str, i64> = BTreeMap::new();
         for w in writes {
             let v = w.version as i64;
+            if let Some(e) = w.epoch {
+                let f = fences.entry(&**w.sid).or_insert(e as i64);
+                *f = (*f).min(e as i64);
+            }
             let row = sessions.entry(&**w.sid).or_insert(SessionRow {
                 sid: w.sid,
                 version: v,
@@ -253,7 +263,32 @@ impl<'a> Merged<'a> {
         Merged {
             sessions: sessions.into_values().collect(),
             keys: keys.into_values().collect(),
+            fences: fences.into_iter().collect(),
         }
+    }
+
+    /// The same writes less those of `fenced` sessions.
+    pub fn without(&self, fenced: &[String]) -> Merged<'a> {
+        let out = |sid: &str| fenced.iter().any(|f| f == sid);
+        Merged {
+            sessions: self
+                .sessions
+                .iter()
+                .filter(|r| !out(r.sid))
+                .copied()
+                .collect(),
+            keys: self.keys.iter().filter(|r| !out(r.sid)).copied().collect(),
+            fences: Vec::new(),
+        }
+    }
+
+    /// The sessions whose stored epoch (`epochs`) is above the epoch their writes carry.
+    pub fn fenced(&self, epochs: &[(String, i64)]) -> Vec<String> {
+        self.fences
+            .iter()
+            .filter(|(sid, e)| epochs.iter().any(|(s, stored)| s == sid && stored > e))
+            .map(|(sid, _)| sid.to_string())
+            .collect()
     }
 }
 
@@ -281,6 +316,9 @@ impl SqlStore {
             ));
         }
         let secrets = url_secrets(&opts.url);
+        if dialect != Dialect::Sqlite {
+            refuse_fast(&opts.url, opts.timeout).await?;
+        }
         let map = |e: sqlx::Error| map_err(e, &secrets, opts.timeout);
         let pool = with_timeout(Tier::Database, "connect", opts.timeout * 2, async {
             Ok(match dialect {
@@ -289,7 +327,16 @@ impl SqlStore {
                 Dialect::Sqlite => Pool::Sqlite(sqlite::connect(&opts).await.map_err(map)?),
             })
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // the pool retried until its deadline: say what the server answered instead
+            Error::Timeout { .. } => Error::Database(format!(
+                "could not connect within {} ms: {}",
+                opts.timeout.as_millis(),
+                "the server refused or did not answer (check the URL, that the server runs, and its credentials)"
+            )),
+            other => other,
+        })?;
         let store = SqlStore {
             pool,
             timeout: opts.timeout,
@@ -386,8 +433,9 @@ impl SqlStore {
     }
 
     /// Commits versioned writes of any sessions in one transaction (or one statement), each row
-    /// only over an older version.
-    pub async fn commit(&self, writes: &[VersionedWrite<'_>]) -> Result<(), CommitError> {
+    /// only over an older version. The writes of sessions whose lease epoch moved past the
+    /// writer's are left out (fenced): their ids are returned.
+    pub async fn commit(&self, writes: &[VersionedWrite<'_>]) -> Result<Vec<String>, CommitError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CommitError {
                 error: Error::StoreClosed,
@@ -396,13 +444,13 @@ impl SqlStore {
         }
         let merged = Merged::of(writes);
         if merged.sessions.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = now_ms();
         let pool = &self.pool;
         let write = Box::pin(async move { on_dialect!(pool, write(&merged, now)) });
         let r = match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(fenced)) => Ok(fenced),
             Ok(Err(e)) => Err(CommitError {
                 statement_level: matches!(e, sqlx::Error::Database(_)),
                 error: self.err(e),
@@ -428,7 +476,15 @@ impl SqlStore {
     /// Clears a session at `version`: its keys go (rows below the version are dead from now
     /// on), and its creds too unless `keep_creds`. The session row stays as the record of the
     /// clear, so nothing older can come back.
-    pub async fn clear(&self, sid: &SessionId, version: u64, keep_creds: bool) -> Result<()> {
+    /// Returns false (nothing done) when the session's lease epoch is above `epoch`.
+    pub async fn clear(
+        &self,
+        sid: &SessionId,
+        version: u64,
+        keep_creds: bool,
+        epoch: Option<u64>,
+    ) -> Result<bool> {
+        let fence = epoch.map(|e| e as i64);
         let row = SessionRow {
             sid,
             version: version as i64,
@@ -438,7 +494,56 @@ impl SqlStore {
         };
         let now = now_ms();
         self.call("clear session", async {
-            on_dialect!(&self.pool, clear(&row, now))
+            on_dialect!(&self.pool, clear(&row, now, fence))
+        })
+        .await
+    }
+
+    /// The session's lease epoch as SQL records it (0 for a session SQL does not know).
+    pub async fn session_epoch(&self, sid: &SessionId) -> Result<u64> {
+        self.call("select epoch", async {
+            on_dialect!(&self.pool, session_epoch(sid))
+        })
+        .await
+    }
+
+    /// Raises the session's recorded lease epoch to `epoch` (creating the session row).
+    pub async fn raise_epoch(&self, sid: &SessionId, epoch: u64) -> Result<()> {
+        let now = now_ms();
+        self.call("raise epoch", async {
+            on_dialect!(&self.pool, raise_epoch(sid, epoch as i64, now))
+        })
+        .await
+    }
+
+    /// Takes the session's lease row (see `crate::lease`), in one transaction with the
+    /// session's epoch.
+    pub async fn lease_acquire(&self, req: &LeaseRequest<'_>) -> Result<LeaseRow> {
+        self.call("acquire lease", async {
+            on_dialect!(&self.pool, lease_acquire(req))
+        })
+        .await
+    }
+
+    /// Extends the lease if `token` still holds it.
+    pub async fn lease_renew(&self, sid: &SessionId, token: &str, ttl_ms: i64) -> Result<bool> {
+        self.call("renew lease", async {
+            on_dialect!(&self.pool, lease_renew(sid, token, ttl_ms))
+        })
+        .await
+    }
+
+    pub async fn lease_release(&self, sid: &SessionId, token: &str) -> Result<()> {
+        self.call("release lease", async {
+            on_dialect!(&self.pool, lease_release(sid, token))
+        })
+        .await
+    }
+
+    /// The lease row, with the database's clock.
+    pub async fn lease_info(&self, sid: &SessionId) -> Result<Option<LeaseRow>> {
+        self.call("lease info", async {
+            on_dialect!(&self.pool, lease_info(sid))
         })
         .await
     }
@@ -507,6 +612,38 @@ impl SqlStore {
     }
 }
 
+/// A server that refuses the TCP connection is reported at once (sqlx's pool would retry until
+/// its deadline and then report a timeout). Anything else is left to sqlx.
+async fn refuse_fast(url: &str, timeout: Duration) -> Result<()> {
+    let Ok(u) = url::Url::parse(&url.replacen("mariadb://", "mysql://", 1)) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (
+        u.host_str(),
+        u.port_or_known_default().or(match u.scheme() {
+            "mysql" => Some(3306),
+            _ => Some(5432),
+        }),
+    ) else {
+        return Ok(());
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(Error::Database(
+            format!("connection refused by {host}:{port} (is the database server running?)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn map_err(e: sqlx::Error, secrets: &[String], timeout: Duration) -> Error {
     match e {
         sqlx::Error::PoolTimedOut => Error::Timeout {
@@ -519,6 +656,72 @@ fn map_err(e: sqlx::Error, secrets: &[String], timeout: Duration) -> Error {
             Error::Config(scrub(format!("invalid database url: {c}"), secrets))
         }
         other => Error::Database(scrub(other.to_string(), secrets)),
+    }
+}
+
+/// What an acquirer asks for.
+pub struct LeaseRequest<'a> {
+    pub sid: &'a SessionId,
+    pub token: &'a str,
+    pub holder: &'a str,
+    pub ttl_ms: i64,
+    pub force: bool,
+}
+
+/// A lease row as the database has it: `acquired` tells whether the request got it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub acquired: bool,
+    pub token: String,
+    pub holder: String,
+    pub epoch: i64,
+    pub expires_at: i64,
+    pub acquired_at: i64,
+    /// The database's clock when read (ms).
+    pub now: i64,
+}
+
+/// The lease decision every dialect makes inside its transaction: `current` is the lease row
+/// (if any), `session_epoch` the session's recorded epoch.
+pub(crate) fn decide_lease(
+    req: &LeaseRequest<'_>,
+    current: Option<(String, String, i64, i64, i64)>,
+    session_epoch: i64,
+    now: i64,
+) -> LeaseRow {
+    if let Some((token, holder, epoch, expires_at, acquired_at)) = &current {
+        let live = *expires_at > now;
+        if live && token != req.token && !req.force {
+            return LeaseRow {
+                acquired: false,
+                token: String::new(),
+                holder: holder.clone(),
+                epoch: *epoch,
+                expires_at: *expires_at,
+                acquired_at: *acquired_at,
+                now,
+            };
+        }
+    }
+    let same = current.as_ref().is_some_and(|c| c.0 == req.token);
+    let prior = current.as_ref().map_or(0, |c| c.2);
+    let epoch = if same {
+        prior.max(session_epoch)
+    } else {
+        prior.max(session_epoch) + 1
+    };
+    LeaseRow {
+        acquired: true,
+        token: req.token.to_string(),
+        holder: req.holder.to_string(),
+        epoch,
+        expires_at: now + req.ttl_ms,
+        acquired_at: if same {
+            current.as_ref().map_or(now, |c| c.4)
+        } else {
+            now
+        },
+        now,
     }
 }
 
@@ -612,16 +815,19 @@ mod tests {
                 sid: &a,
                 batch: &second,
                 version: 5,
+                epoch: None,
             },
             VersionedWrite {
                 sid: &a,
                 batch: &first,
                 version: 4,
+                epoch: None,
             },
             VersionedWrite {
                 sid: &b,
                 batch: &third,
                 version: 9,
+                epoch: None,
             },
         ]);
         assert_eq!(m.sessions.len(), 2);

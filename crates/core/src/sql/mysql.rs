@@ -49,6 +49,10 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             acquired_at BIGINT NOT NULL) ENGINE=InnoDB",
         ],
     ),
+    (
+        3,
+        &["ALTER TABLE wa_auth_leases ADD COLUMN token VARBINARY(64) NOT NULL DEFAULT ''"],
+    ),
 ];
 
 // In ON DUPLICATE KEY UPDATE, assignments see the columns already assigned to their left: the
@@ -69,7 +73,13 @@ keyed_statements!(
        version = GREATEST(version, VALUES(version))",
     "SELECT k.type, CAST(COUNT(*) AS SIGNED), CAST(COALESCE(SUM(LENGTH(k.value)), 0) AS SIGNED)
      FROM wa_auth_keys k",
-    "BEGIN"
+    "BEGIN",
+    " FOR UPDATE",
+    "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+    "INSERT IGNORE INTO",
+    "ON DUPLICATE KEY UPDATE token = VALUES(token), holder = VALUES(holder), epoch = VALUES(epoch),
+       expires_at = VALUES(expires_at), acquired_at = VALUES(acquired_at)",
+    "GREATEST"
 );
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {

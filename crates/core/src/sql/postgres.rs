@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
-    apply_migrations, chunks_within, creds_row, versioned_rows, KeyRow, Merged, SessionRow,
-    VersionedRow,
+    apply_migrations, chunks_within, creds_row, decide_lease, versioned_rows, KeyRow, LeaseRequest,
+    LeaseRow, Merged, SessionRow, VersionedRow,
 };
 use crate::config::SqlOptions;
 use crate::model::{SessionId, Value};
@@ -57,6 +57,10 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             expires_at BIGINT NOT NULL,
             acquired_at BIGINT NOT NULL)",
         ],
+    ),
+    (
+        3,
+        &["ALTER TABLE wa_auth_leases ADD COLUMN IF NOT EXISTS token TEXT NOT NULL DEFAULT ''"],
     ),
 ];
 
@@ -117,17 +121,38 @@ const UPSERT_KEYS: &str = "INSERT INTO wa_auth_keys (session_id, type, id, value
        value = EXCLUDED.value, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
      WHERE wa_auth_keys.version < EXCLUDED.version";
 
-/// Both upserts in one statement (two CTEs), the key upsert's parameters renumbered after the
-/// session upsert's.
+/// Both upserts in one statement (CTEs), the key upsert's parameters renumbered after the
+/// session upsert's, fenced: the session rows of writes under a lease ($13 ids, $14 epochs) are
+/// locked first, and the writes of sessions whose epoch moved past the writer's are left out
+/// and returned. (A row locked FOR UPDATE is read in its latest committed version, so a lease
+/// taken concurrently is seen.)
 static COMBINED: LazyLock<String> = LazyLock::new(|| {
     let keys = (1..=6).fold(UPSERT_KEYS.to_string(), |sql, n| {
         sql.replace(&format!("${n}"), &format!("${}", n + 6))
     });
+    let unfenced = |sql: &str| {
+        sql.replacen(
+            "ON CONFLICT",
+            "WHERE t.s NOT IN (SELECT session_id FROM f) ON CONFLICT",
+            1,
+        )
+    };
     format!(
-        "WITH s AS ({UPSERT_SESSIONS} RETURNING 1), k AS ({keys} RETURNING 1)
-         SELECT (SELECT COUNT(*) FROM s), (SELECT COUNT(*) FROM k)"
+        "WITH l AS (SELECT ws.session_id, ws.epoch, e.ep FROM wa_auth_sessions ws
+                    JOIN UNNEST($13::text[], $14::bigint[]) AS e(s, ep) ON ws.session_id = e.s
+                    FOR UPDATE OF ws),
+              f AS (SELECT session_id FROM l WHERE epoch > ep),
+              s AS ({} RETURNING 1),
+              k AS ({} RETURNING 1)
+         SELECT session_id FROM f",
+        unfenced(UPSERT_SESSIONS),
+        unfenced(&keys)
     )
 });
+
+/// Locks the session rows of fenced writes and returns their stored epochs.
+const LOCK_EPOCHS: &str = "SELECT ws.session_id, ws.epoch FROM wa_auth_sessions ws
+     WHERE ws.session_id = ANY($1) FOR UPDATE";
 
 /// Live rows only: not a tombstone, not below the session's cleared watermark.
 const LIVE: &str = "k.value IS NOT NULL AND k.version >= COALESCE(
@@ -212,15 +237,25 @@ fn key_columns<'a>(rows: &[KeyRow<'a>]) -> KeyColumns<'a> {
     c
 }
 
-/// Applies merged writes atomically: one statement (the session and key upserts as two CTEs,
-/// atomic by itself, one round trip) when the keys fit in one, else one transaction.
-pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(), sqlx::Error> {
+fn fence_columns<'a>(m: &Merged<'a>) -> (Vec<&'a str>, Vec<i64>) {
+    m.fences.iter().copied().unzip()
+}
+
+/// Applies merged writes atomically: one statement (fence, session and key upserts as CTEs,
+/// atomic by itself, one round trip) when the keys fit in one, else one transaction. Returns the
+/// fenced sessions.
+pub(super) async fn write(
+    pool: &PgPool,
+    m: &Merged<'_>,
+    now: i64,
+) -> Result<Vec<String>, sqlx::Error> {
     let chunks = chunks_within(&m.keys, KeyRow::size, usize::MAX, STATEMENT_BYTES);
-    let s = session_columns(&m.sessions);
     if chunks.len() <= 1 {
+        let s = session_columns(&m.sessions);
         let k = key_columns(chunks.first().copied().unwrap_or(&[]));
+        let f = fence_columns(m);
         let mut conn = pool.acquire().await?;
-        let _: (i64, i64) = sqlx::query_as(COMBINED.as_str())
+        let fenced: Vec<String> = sqlx::query_scalar(COMBINED.as_str())
             .bind(&s.0)
             .bind(&s.1)
             .bind(&s.2)
@@ -233,11 +268,24 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
             .bind(&k.3)
             .bind(&k.4)
             .bind(now)
-            .fetch_one(&mut *conn)
+            .bind(&f.0)
+            .bind(&f.1)
+            .fetch_all(&mut *conn)
             .await?;
-        return Ok(());
+        return Ok(fenced);
     }
     let mut tx = pool.begin().await?;
+    let mut fenced = Vec::new();
+    if !m.fences.is_empty() {
+        let ids: Vec<&str> = m.fences.iter().map(|f| f.0).collect();
+        let epochs: Vec<(String, i64)> = sqlx::query_as(LOCK_EPOCHS)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        fenced = m.fenced(&epochs);
+    }
+    let rest = m.without(&fenced);
+    let s = session_columns(&rest.sessions);
     sqlx::query(UPSERT_SESSIONS)
         .bind(&s.0)
         .bind(&s.1)
@@ -247,7 +295,7 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    for chunk in chunks {
+    for chunk in chunks_within(&rest.keys, KeyRow::size, usize::MAX, STATEMENT_BYTES) {
         let k = key_columns(chunk);
         sqlx::query(UPSERT_KEYS)
             .bind(&k.0)
@@ -259,19 +307,34 @@ pub(super) async fn write(pool: &PgPool, m: &Merged<'_>, now: i64) -> Result<(),
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(fenced)
 }
 
 /// Raises the session's cleared watermark (and drops its creds unless kept), then deletes the
-/// rows below it, in one transaction. The session row is locked first, so a concurrent commit
-/// of older rows either lands before (and is deleted) or is hidden by the watermark.
+/// rows below it, in one transaction; nothing (false) when the session's lease epoch is above
+/// `fence`. The session row is locked first, so a concurrent commit of older rows either lands
+/// before (and is deleted) or is hidden by the watermark.
 pub(super) async fn clear(
     pool: &PgPool,
     row: &SessionRow<'_>,
     now: i64,
-) -> Result<(), sqlx::Error> {
+    fence: Option<i64>,
+) -> Result<bool, sqlx::Error> {
     let s = session_columns(std::slice::from_ref(row));
     let mut tx = pool.begin().await?;
+    if let Some(epoch) = fence {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM wa_auth_sessions WHERE session_id = $1 FOR UPDATE",
+        )
+        .bind(row.sid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if stored.is_some_and(|s| s > epoch) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+    }
     sqlx::query(UPSERT_SESSIONS)
         .bind(&s.0)
         .bind(&s.1)
@@ -286,7 +349,151 @@ pub(super) async fn clear(
         .bind(row.cleared)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The database's clock, in milliseconds (leases expire by it, not by the callers' clocks).
+const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+pub(super) async fn session_epoch(pool: &PgPool, sid: &SessionId) -> Result<u64, sqlx::Error> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM wa_auth_sessions WHERE session_id = $1")
+            .bind(&**sid)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+pub(super) async fn raise_epoch(
+    pool: &PgPool,
+    sid: &SessionId,
+    epoch: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wa_auth_sessions (session_id, creds, epoch, created_at, updated_at)
+         VALUES ($1, NULL, $2, $3, $3)
+         ON CONFLICT (session_id) DO UPDATE SET epoch = GREATEST(wa_auth_sessions.epoch, EXCLUDED.epoch)",
+    )
+    .bind(&**sid)
+    .bind(epoch)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+type LeaseColumns = (String, String, i64, i64, i64);
+
+pub(super) async fn lease_acquire(
+    pool: &PgPool,
+    req: &LeaseRequest<'_>,
+) -> Result<LeaseRow, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let now: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {NOW_MS}")))
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at)
+         VALUES ($1, NULL, $2, $2) ON CONFLICT (session_id) DO NOTHING",
+    )
+    .bind(&**req.sid)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let session_epoch: i64 =
+        sqlx::query_scalar("SELECT epoch FROM wa_auth_sessions WHERE session_id = $1 FOR UPDATE")
+            .bind(&**req.sid)
+            .fetch_one(&mut *tx)
+            .await?;
+    let current: Option<LeaseColumns> = sqlx::query_as(
+        "SELECT token, holder, epoch, expires_at, acquired_at FROM wa_auth_leases WHERE session_id = $1",
+    )
+    .bind(&**req.sid)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = decide_lease(req, current, session_epoch, now);
+    if !row.acquired {
+        // end the transaction now: a rollback left to the pool would hold the locks meanwhile
+        tx.rollback().await?;
+        return Ok(row);
+    }
+    sqlx::query(
+        "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (session_id) DO UPDATE SET token = EXCLUDED.token, holder = EXCLUDED.holder,
+           epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at",
+    )
+    .bind(&**req.sid)
+    .bind(&row.token)
+    .bind(&row.holder)
+    .bind(row.epoch)
+    .bind(row.expires_at)
+    .bind(row.acquired_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE wa_auth_sessions SET epoch = GREATEST(epoch, $2) WHERE session_id = $1")
+        .bind(&**req.sid)
+        .bind(row.epoch)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub(super) async fn lease_renew(
+    pool: &PgPool,
+    sid: &SessionId,
+    token: &str,
+    ttl_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE wa_auth_leases SET expires_at = {NOW_MS} + $3 WHERE session_id = $1 AND token = $2"
+    )))
+    .bind(&**sid)
+    .bind(token)
+    .bind(ttl_ms)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn lease_release(
+    pool: &PgPool,
+    sid: &SessionId,
+    token: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM wa_auth_leases WHERE session_id = $1 AND token = $2")
+        .bind(&**sid)
+        .bind(token)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn lease_info(
+    pool: &PgPool,
+    sid: &SessionId,
+) -> Result<Option<LeaseRow>, sqlx::Error> {
+    let row: Option<(String, String, i64, i64, i64, i64)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT token, holder, epoch, expires_at, acquired_at, {NOW_MS} FROM wa_auth_leases WHERE session_id = $1"
+        )))
+        .bind(&**sid)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(
+        |(token, holder, epoch, expires_at, acquired_at, now)| LeaseRow {
+            acquired: false,
+            token,
+            holder,
+            epoch,
+            expires_at,
+            acquired_at,
+            now,
+        },
+    ))
 }
 
 pub(super) async fn purge(pool: &PgPool, sid: &SessionId) -> Result<(), sqlx::Error> {

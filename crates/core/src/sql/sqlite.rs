@@ -59,6 +59,10 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             acquired_at INTEGER NOT NULL)",
         ],
     ),
+    (
+        3,
+        &["ALTER TABLE wa_auth_leases ADD COLUMN token TEXT NOT NULL DEFAULT ''"],
+    ),
 ];
 
 keyed_statements!(
@@ -75,7 +79,13 @@ keyed_statements!(
        value = excluded.value, version = excluded.version, updated_at = excluded.updated_at
      WHERE wa_auth_keys.version < excluded.version",
     "SELECT CAST(k.type AS BLOB), COUNT(*), COALESCE(SUM(LENGTH(k.value)), 0) FROM wa_auth_keys k",
-    "BEGIN IMMEDIATE"
+    "BEGIN IMMEDIATE",
+    "",
+    "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    "INSERT OR IGNORE INTO",
+    "ON CONFLICT (session_id) DO UPDATE SET token = excluded.token, holder = excluded.holder,
+       epoch = excluded.epoch, expires_at = excluded.expires_at, acquired_at = excluded.acquired_at",
+    "MAX"
 );
 
 fn is_memory(url: &str) -> bool {
@@ -84,6 +94,15 @@ fn is_memory(url: &str) -> bool {
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<SqlitePool, sqlx::Error> {
     let memory = is_memory(&opts.url);
+    let path = opts
+        .url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//");
+    if !memory && path.split('?').next().unwrap_or_default().is_empty() {
+        return Err(sqlx::Error::Configuration(
+            "sqlite:// needs a file path (sqlite://path/to/file.db) or sqlite::memory:".into(),
+        ));
+    }
     let mut connect = SqliteConnectOptions::from_str(&opts.url)?
         .busy_timeout(opts.timeout)
         .foreign_keys(false);

@@ -110,6 +110,17 @@ impl OwnRedis {
             let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
             l.local_addr().ok()?.port()
         };
+        Self::on_port(port)
+    }
+
+    /// Kills `old` and starts an empty server on the same port.
+    pub fn restart(old: OwnRedis) -> OwnRedis {
+        let port = old.port;
+        drop(old);
+        Self::on_port(port).expect("redis-server restarts")
+    }
+
+    fn on_port(port: u16) -> Option<OwnRedis> {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
