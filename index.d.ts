@@ -41,7 +41,10 @@ export interface AuthenticationState {
 }
 
 export interface RedisOptions {
-  /** `redis://`, `rediss://`, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`. */
+  /**
+   * `redis://`, `rediss://`, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`
+   * (TLS: `rediss-cluster://`, `rediss-sentinel://`); any other scheme is ERR_CONFIG.
+   */
   url?: string
   host?: string
   port?: number
@@ -58,7 +61,7 @@ export interface RedisOptions {
 export interface SqlOptions {
   /** `postgres://…`, `mysql://…`, `mariadb://…`, `sqlite://path`, `sqlite::memory:`. */
   url: string
-  /** Pool size (default 10). */
+  /** Pool size, an integer >= 1 (default 10). */
   maxConnections?: number
   /** Deadline of one statement or transaction in ms (default 5000). */
   timeoutMs?: number
@@ -86,6 +89,57 @@ export interface StoreOptions {
   compactValues?: boolean
   /** Start a RedisMemoryManager with these options (or defaults for `true`); needs Redis. */
   memoryManager?: boolean | MemoryManagerOptions
+  /**
+   * Where background failures go (pino's shape: `warn(obj, msg)`, `error(obj, msg)`; `obj.code`
+   * is stable). Default: warnings and errors to the console.
+   */
+  logger?: Logger
+  /**
+   * Session leases (default on): one owner per session across processes, writes fenced by the
+   * lease epoch. `false`: no leases, the in-process cache trusted for every session.
+   */
+  lease?: false | LeaseOptions
+}
+
+export interface Logger {
+  warn(obj: { code: string; component: string }, msg: string): void
+  error?(obj: { code: string; component: string }, msg: string): void
+}
+
+export interface LeaseOptions {
+  /** Lease lifetime in ms (default 30,000); renewed every third of it. */
+  ttlMs?: number
+  /** How long useBaileysAuthState waits for another holder to let go (default 0). */
+  waitMs?: number
+  /** Who holds it, as others are told (default `<hostname>:<pid>`). */
+  holderId?: string
+  /** Called once when the lease is lost (another process took over): close the socket. */
+  onLeaseLost?: (err: WaAuthStoreError, info: { sessionId: string; epoch: number }) => void
+}
+
+/** A session lease held by this process. */
+export interface SessionLease {
+  readonly sessionId: string
+  readonly epoch: number
+  readonly holderId: string
+  /** Held and not lost. */
+  readonly held: boolean
+  /** Resolves with the ERR_SESSION_LOCKED error once the lease is lost (never rejects). */
+  readonly lost: Promise<WaAuthStoreError>
+  /** Renews now; false when it was lost. */
+  renew(): Promise<boolean>
+  release(): Promise<void>
+}
+
+export interface LeaseInfo {
+  holder: string
+  epoch: number
+  /** Epoch ms. */
+  acquiredAt: number
+  /** Epoch ms. */
+  expiresAt: number
+  /** Held by this store. */
+  mine: boolean
 }
 
 export interface MemoryManagerOptions {
@@ -97,7 +151,7 @@ export interface MemoryManagerOptions {
   evictionTarget?: number
   /** Seconds without access before a session leaves Redis (default 7 days). */
   ttlInactivity?: number
-  /** Milliseconds between checks (default 5 minutes). */
+  /** Milliseconds between checks, 1 to 2^31-1 (what a Node timer holds; default 5 minutes). */
   checkIntervalMs?: number
   /** 'server': INFO used_memory (default); 'store': MEMORY USAGE of this store's own keys. */
   measure?: 'server' | 'store'
@@ -149,6 +203,8 @@ export interface WriteOptions {
   syncToDatabase?: boolean
   /** Seconds until the Redis keys this write touches expire; refused when Redis would hold the only copy. */
   ttl?: number
+  /** Write although another process holds the session's lease (takes a new epoch: fences that holder). */
+  force?: boolean
 }
 
 export declare class BaileysRedisAdapter {
@@ -175,6 +231,14 @@ export interface StoreStats {
   redisMisses: number
   sqlHits: number
   sqlMisses: number
+  /** Sessions whose Redis copy was found behind SQL (restart, older snapshot, failover) and rebuilt. */
+  redisRebuilds: number
+  /** SQL group transactions, and the writes they carried. */
+  sqlTransactions: number
+  sqlWrites: number
+  /** Background warnings and errors reported to the logger. */
+  warnings: number
+  errors: number
 }
 
 export declare class BaileysAuthStore {
@@ -182,11 +246,17 @@ export declare class BaileysAuthStore {
   /** null for an unknown session. */
   getCreds(sessionId: string): Promise<{ creds: any } | null>
   /** Writes creds and/or keys as one atomic unit. */
-  saveCreds(sessionId: string, data: { creds?: any; keys?: KeyData }, options?: WriteOptions): Promise<void>
-  /** Removes the session entirely: creds and every key. */
-  deleteCreds(sessionId: string): Promise<void>
-  /** Removes every key of the session, keeps its creds. */
-  clearSession(sessionId: string): Promise<void>
+  saveCreds(sessionId: string, data: { creds?: object | null; keys?: KeyData | null }, options?: WriteOptions): Promise<void>
+  /** Removes the session entirely: creds and every key. `force`: even if another process holds it. */
+  deleteCreds(sessionId: string, options?: { force?: boolean }): Promise<void>
+  /** Removes every key of the session, keeps its creds. `force`: even if another process holds it. */
+  clearSession(sessionId: string, options?: { force?: boolean }): Promise<void>
+  /** Takes the session's lease for this process (useBaileysAuthState does it itself). */
+  acquireLease(sessionId: string, options?: LeaseOptions): Promise<SessionLease>
+  /** Who holds the session's lease, or null. */
+  leaseInfo(sessionId: string): Promise<LeaseInfo | null>
+  /** Removes a session and the record of its deletion (tests, tools that own the deployment). */
+  purgeSession(sessionId: string): Promise<void>
   /** Missing ids are left out of the answer. */
   getKeys(sessionId: string, type: string, ids: string[]): Promise<{ [id: string]: any }>
   setKeys(sessionId: string, data: KeyData, options?: WriteOptions): Promise<void>
@@ -224,6 +294,8 @@ export declare function openAuthStore(options?: OpenAuthStoreOptions): Promise<B
 
 export interface AuthStateOptions extends WriteOptions {
   baileys?: any
+  /** This session's lease options over the store's (`false`: take none). */
+  lease?: false | LeaseOptions
 }
 
 export interface BaileysAuthStateHandle {
@@ -234,9 +306,11 @@ export interface BaileysAuthStateHandle {
   clear(): Promise<void>
   /** Removes the session entirely. */
   delete(): Promise<void>
-  /** Closes the store when this call opened it (the zero-config form); otherwise does nothing. */
+  /** Releases the lease; closes the store when this call opened it (the zero-config form). */
   close(): Promise<void>
   store: BaileysAuthStore
+  /** The session's lease (null when leases are off). */
+  lease: SessionLease | null
 }
 
 export declare function useBaileysAuthState(
@@ -255,5 +329,6 @@ export declare const BufferJSON: {
   replacer(key: string, value: any): any
   reviver(key: string, value: any): any
 }
+/** JSON in BufferJSON's format; refuses values nested deeper than 1,024 levels (they could not be read back). */
 export declare function encodeValue(value: unknown): Buffer
-export declare function decodeValue(type: string, bytes: Buffer, proto?: any): any
+export declare function decodeValue(type: string, bytes: Uint8Array, proto?: any): any

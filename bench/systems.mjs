@@ -10,13 +10,24 @@ import { CommunityStore } from './community-baseline.mjs'
 
 const tmp = (name) => mkdtempSync(join(tmpdir(), `wa-bench-${name}-`))
 
-/** Our store behind the common workload interface. */
+/** Our store behind the common workload interface; each session's lease taken on first use, as a bot would. */
 function ours(store) {
+  const leases = new Map()
+  const held = (sid) => {
+    if (store._lease === false) return undefined
+    let l = leases.get(sid)
+    if (!l) leases.set(sid, (l = store.acquireLease(sid)))
+    return l
+  }
+  const first = (sid, fn) => {
+    const l = held(sid)
+    return l ? l.then(fn) : fn()
+  }
   return {
-    get: (sid, type, ids) => store.getKeys(sid, type, ids),
-    set: (sid, data) => store.setKeys(sid, data),
-    saveCreds: (sid, creds) => store.saveCreds(sid, { creds }),
-    readCreds: async (sid) => (await store.getCreds(sid))?.creds,
+    get: (sid, type, ids) => first(sid, () => store.getKeys(sid, type, ids)),
+    set: (sid, data) => first(sid, () => store.setKeys(sid, data)),
+    saveCreds: (sid, creds) => first(sid, () => store.saveCreds(sid, { creds })),
+    readCreds: async (sid) => (await first(sid, () => store.getCreds(sid)))?.creds,
     close: () => store.close(),
     store,
   }

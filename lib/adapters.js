@@ -3,10 +3,16 @@
 // BaileysOrmAdapter (sqlx, in Rust). connect() is idempotent and safe to call concurrently.
 
 const { RedisConnection, SqlConnection } = require('../binding.js')
-const { call, invalid } = require('./errors.js')
+const { call, configError, invalid, reading } = require('./errors.js')
+const { isPlainObject, wellFormed } = require('./validate.js')
+
+// The schemes the Redis client understands (README), with the TLS forms of cluster and sentinel.
+// Anything else (http://, a bare host:port) is refused before a connection is tried.
+const REDIS_SCHEME = /^rediss?(-cluster|-sentinel)?:\/\//i
 
 function redisUrlFromParts(o) {
   const host = o.host ?? '127.0.0.1'
+  if (typeof host !== 'string') throw invalid('host must be a string')
   const port = o.port ?? 6379
   const scheme = o.tls ? 'rediss' : 'redis'
   const user = o.username ? encodeURIComponent(o.username) : ''
@@ -15,17 +21,38 @@ function redisUrlFromParts(o) {
   return `${scheme}://${auth}${host.includes(':') ? `[${host}]` : host}:${port}${db}`
 }
 
+/**
+ * Options cross into napi only with the types it expects: napi quotes a value of the wrong type
+ * in its error message, and that value may hold a password or key bytes.
+ */
+function optionalMillis(timeoutMs) {
+  if (timeoutMs != null && typeof timeoutMs !== 'number') throw invalid('timeoutMs must be a number of milliseconds')
+}
+
 function redisOptions(urlOrOptions) {
-  if (typeof urlOrOptions === 'string') return { url: urlOrOptions }
-  if (!urlOrOptions || typeof urlOrOptions !== 'object') throw invalid('BaileysRedisAdapter takes a URL string or an options object')
-  const { url, keyPrefix, timeoutMs } = urlOrOptions
-  return { url: url ?? redisUrlFromParts(urlOrOptions), keyPrefix, timeoutMs }
+  const { url, keyPrefix, timeoutMs } = reading('Redis options', () => {
+    if (typeof urlOrOptions === 'string') return { url: urlOrOptions }
+    if (!isPlainObject(urlOrOptions)) throw invalid('BaileysRedisAdapter takes a URL string or an options object')
+    const { url, keyPrefix, timeoutMs } = urlOrOptions
+    if (url != null && typeof url !== 'string') throw invalid('url must be a string')
+    return { url: url ?? redisUrlFromParts(urlOrOptions), keyPrefix, timeoutMs }
+  })
+  if (!REDIS_SCHEME.test(url)) throw configError('a Redis URL starts with redis://, rediss://, redis-cluster:// or redis-sentinel://')
+  if (keyPrefix != null && typeof keyPrefix !== 'string') throw invalid('keyPrefix must be a string')
+  wellFormed(keyPrefix, 'keyPrefix', 'ERR_CONFIG')
+  optionalMillis(timeoutMs)
+  return { url, keyPrefix, timeoutMs }
 }
 
 function sqlOptions(urlOrOptions, extra) {
   if (typeof urlOrOptions === 'string') return { url: urlOrOptions }
-  if (urlOrOptions && typeof urlOrOptions === 'object' && typeof urlOrOptions.url === 'string') {
+  if (isPlainObject(urlOrOptions) && typeof urlOrOptions.url === 'string') {
     const { url, maxConnections, timeoutMs } = urlOrOptions
+    if (maxConnections != null) {
+      if (typeof maxConnections !== 'number') throw invalid('maxConnections must be a number')
+      if (!(Number.isInteger(maxConnections) && maxConnections >= 1 && maxConnections <= 2 ** 32 - 1)) throw configError('maxConnections must be an integer >= 1')
+    }
+    optionalMillis(timeoutMs)
     return { url, maxConnections, timeoutMs }
   }
   if (urlOrOptions && typeof urlOrOptions === 'object' && extra !== undefined) {
@@ -87,7 +114,7 @@ class BaileysRedisAdapter extends Adapter {
 class BaileysOrmAdapter extends Adapter {
   /** @param urlOrOptions 'postgres://…' | 'mysql://…' | 'sqlite://file' | 'sqlite::memory:' | { url, maxConnections, timeoutMs } */
   constructor(urlOrOptions, legacyEntity) {
-    const options = sqlOptions(urlOrOptions, legacyEntity)
+    const options = reading('database options', () => sqlOptions(urlOrOptions, legacyEntity))
     super(() => SqlConnection.connect(options))
   }
 

@@ -2,9 +2,10 @@
 // useBaileysAuthState: the { state, saveCreds } a Baileys socket consumes directly.
 
 const { requireInitAuthCreds, resolveBaileys } = require('./baileys.js')
-const { encodeValue } = require('./codec.js')
-const { WaAuthStoreError } = require('./errors.js')
-const { BaileysAuthStore, openAuthStore } = require('./store.js')
+const { WaAuthStoreError, invalid, reading } = require('./errors.js')
+const { BaileysAuthStore, encodeCreds, openAuthStore, writeOptions } = require('./store.js')
+const { checkSessionId, isPlainObject } = require('./validate.js')
+const { SessionLease, leaseOptions } = require('./lease.js')
 
 const LIST_BATCH = 500
 
@@ -88,19 +89,37 @@ function makeCredsWriter(write) {
  * @param options { ttl?, syncToDatabase?, baileys? } (zero-config form: openAuthStore options too)
  */
 async function useBaileysAuthState(authStore, sessionId, options) {
-  let owned = false
-  if (typeof authStore === 'string') {
-    options = sessionId ?? {}
+  const zeroConfig = typeof authStore === 'string'
+  if (zeroConfig) {
+    options = sessionId
     sessionId = authStore
+  } else if (!(authStore instanceof BaileysAuthStore)) {
+    throw new WaAuthStoreError('ERR_INVALID_ARGUMENT', 'useBaileysAuthState takes a BaileysAuthStore (or a session id alone)')
+  }
+  // Arguments are checked before a store is opened, write options before the first write.
+  checkSessionId(sessionId)
+  const { ttl, syncToDatabase, baileys: given, lease: leaseOption } = reading('useBaileysAuthState options', () => {
+    if (options != null && !isPlainObject(options)) throw invalid('useBaileysAuthState options must be an object')
+    return { ...options }
+  })
+  const writeOpts = { ttl, syncToDatabase }
+  writeOptions(writeOpts)
+  let owned = false
+  if (zeroConfig) {
     authStore = await openAuthStore(options)
     owned = true
   }
-  if (!(authStore instanceof BaileysAuthStore)) {
-    throw new WaAuthStoreError('ERR_INVALID_ARGUMENT', 'useBaileysAuthState takes a BaileysAuthStore (or a session id alone)')
-  }
-  const { ttl, syncToDatabase, baileys: given } = options ?? {}
-  const writeOpts = { ttl, syncToDatabase }
+  let lease = null
   try {
+    // one owner per session: take the lease before reading state (the cache serves held sessions)
+    const leaseOpts = authStore._lease === false ? false : leaseOptions(authStore._lease, leaseOption)
+    if (leaseOpts) {
+      if (typeof sessionId !== 'string') throw new WaAuthStoreError('ERR_INVALID_SESSION_ID', `session id must be a string, got ${typeof sessionId}`)
+      lease = await SessionLease.acquire(await authStore._native(), sessionId, leaseOpts, authStore._logger)
+    }
+    // a write refused by the lease's fence tells the bot at once (onLeaseLost, lease.lost)
+    const fenced = (p) => (lease ? p.catch((err) => (lease.noteFenced(err), Promise.reject(err))) : p)
+    const release = () => lease?.release().catch(() => {}) ?? Promise.resolve()
     const existing = await authStore.getCreds(sessionId)
     let creds = existing?.creds
     if (!creds) {
@@ -109,8 +128,8 @@ async function useBaileysAuthState(authStore, sessionId, options) {
     }
     const keys = {
       get: (type, ids) => authStore.getKeys(sessionId, type, ids),
-      set: (data) => authStore.setKeys(sessionId, data, writeOpts),
-      clear: () => authStore.clearSession(sessionId),
+      set: (data) => fenced(authStore.setKeys(sessionId, data, writeOpts)),
+      clear: () => fenced(authStore.clearSession(sessionId)),
       // Optional iterators of newer Baileys (migrateAuthState): ids, then [id, value] pairs.
       listIds: async function* listIds(type) {
         yield* await authStore.listIds(sessionId, type)
@@ -120,17 +139,17 @@ async function useBaileysAuthState(authStore, sessionId, options) {
         for (let i = 0; i < ids.length; i += LIST_BATCH) {
           const batch = ids.slice(i, i + LIST_BATCH)
           const values = await authStore.getKeys(sessionId, type, batch)
-          for (const id of batch) if (id in values) yield [id, values[id]]
+          for (const id of batch) if (Object.hasOwn(values, id)) yield [id, values[id]]
         }
       },
     }
     const state = { creds, keys }
-    const writeCreds = makeCredsWriter((bytes) => authStore._writeCredsBytes(sessionId, bytes, writeOpts))
+    const writeCreds = makeCredsWriter((bytes) => fenced(authStore._writeCredsBytes(sessionId, bytes, writeOpts)))
     // Serialise now, synchronously: Baileys keeps mutating the object while the write is in flight.
     const saveCreds = () => {
       let bytes
       try {
-        bytes = encodeValue(state.creds)
+        bytes = encodeCreds(state.creds)
       } catch (err) {
         return Promise.reject(err)
       }
@@ -139,12 +158,19 @@ async function useBaileysAuthState(authStore, sessionId, options) {
     return {
       state,
       saveCreds,
-      clear: () => authStore.clearSession(sessionId),
-      delete: () => authStore.deleteCreds(sessionId),
-      close: () => (owned ? authStore.close() : Promise.resolve()),
+      // clearing or deleting the session ends this socket's use of it: the lease goes too
+      clear: () => fenced(authStore.clearSession(sessionId)).finally(release),
+      delete: () => fenced(authStore.deleteCreds(sessionId)).finally(release),
+      close: async () => {
+        await release()
+        if (owned) await authStore.close()
+      },
       store: authStore,
+      /** The session's lease (null with `lease: false`): `epoch`, `held`, `lost` (a Promise), `renew()`. */
+      lease,
     }
   } catch (err) {
+    await lease?.release().catch(() => {})
     if (owned) await authStore.close().catch(() => {})
     throw err
   }

@@ -33,8 +33,27 @@ async function call(fn) {
   }
 }
 
-function invalid(message) {
-  return new WaAuthStoreError('ERR_INVALID_ARGUMENT', message)
+/** ERR_INVALID_ARGUMENT; `cause` is the caller's own error, when there is one. */
+function invalid(message, cause) {
+  return new WaAuthStoreError('ERR_INVALID_ARGUMENT', message, cause === undefined ? undefined : { cause })
 }
 
-module.exports = { WaAuthStoreError, convertError, call, invalid }
+/** ERR_CONFIG: an unusable URL or option. The message must not quote the URL (passwords). */
+function configError(message) {
+  return new WaAuthStoreError('ERR_CONFIG', message)
+}
+
+/**
+ * Runs `fn`, which reads objects the caller handed in. A getter or Proxy trap of theirs that
+ * throws becomes ERR_INVALID_ARGUMENT (their error as `cause`); our own errors pass unchanged.
+ */
+function reading(what, fn) {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof WaAuthStoreError) throw err
+    throw invalid(`${what} could not be read: a getter or Proxy trap threw (see cause)`, err)
+  }
+}
+
+module.exports = { WaAuthStoreError, convertError, call, invalid, configError, reading }

@@ -5,7 +5,8 @@
 
 const { NativeMemoryManager } = require('../binding.js')
 const { BaileysRedisAdapter } = require('./adapters.js')
-const { call, invalid } = require('./errors.js')
+const { call, invalid, reading } = require('./errors.js')
+const { checkSessionId, isPlainObject } = require('./validate.js')
 
 const DEFAULTS = {
   maxMemoryBytes: 1024 ** 3,
@@ -13,6 +14,26 @@ const DEFAULTS = {
   ttlInactivity: 7 * 24 * 60 * 60,
   checkIntervalMs: 5 * 60 * 1000,
   measure: 'server',
+}
+
+// Node's timers hold at most 2^31-1 ms; setInterval turns a longer interval into 1 ms.
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * The manager's options over the defaults, with what JavaScript alone decides (the check
+ * interval) checked; the core checks the budget, thresholds, ttlInactivity and measure.
+ */
+function managerOptions(options) {
+  return reading('memory manager options', () => {
+    if (options != null && !isPlainObject(options)) throw invalid('RedisMemoryManager options must be an object')
+    const o = { ...DEFAULTS, ...options }
+    o.checkIntervalMs ??= DEFAULTS.checkIntervalMs
+    const ms = o.checkIntervalMs
+    if (!(typeof ms === 'number' && ms >= 1 && ms <= MAX_TIMER_MS)) {
+      throw invalid(`checkIntervalMs must be a number of milliseconds from 1 to ${MAX_TIMER_MS}`)
+    }
+    return o
+  })
 }
 
 class RedisMemoryManager {
@@ -24,10 +45,8 @@ class RedisMemoryManager {
   constructor(redis, options = {}) {
     if (!redis) throw invalid('RedisMemoryManager needs a connected Redis: pass redisAdapter.redis after connect()')
     this._redis = redis
-    this._options = { ...DEFAULTS, ...options }
-    const { checkIntervalMs } = this._options
-    if (!(Number.isFinite(checkIntervalMs) && checkIntervalMs > 0)) throw invalid('checkIntervalMs must be a positive number')
-    this._logger = options.logger ?? console
+    this._options = managerOptions(options)
+    this._logger = this._options.logger ?? console
     this._native = null
     this._timer = null
     this._running = null
@@ -97,6 +116,8 @@ class RedisMemoryManager {
 
   /** Records an access (the store does this itself on every get/set). */
   async trackAccess(sessionId, estimatedSize) {
+    checkSessionId(sessionId)
+    if (estimatedSize != null && typeof estimatedSize !== 'number') throw invalid('estimatedSize must be a number of bytes')
     const native = await this._get()
     await call(() => native.trackAccess(sessionId, estimatedSize ?? null))
   }
@@ -122,4 +143,4 @@ class RedisMemoryManager {
   }
 }
 
-module.exports = { RedisMemoryManager }
+module.exports = { RedisMemoryManager, managerOptions }

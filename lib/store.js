@@ -5,10 +5,11 @@
 const { NativeAuthStore } = require('../binding.js')
 const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./adapters.js')
 const { resolveBaileys } = require('./baileys.js')
-const { RedisMemoryManager } = require('./memory-manager.js')
+const { RedisMemoryManager, managerOptions } = require('./memory-manager.js')
 const { encodeValue, decodeValue } = require('./codec.js')
-const { WaAuthStoreError, call, convertError, invalid } = require('./errors.js')
-const { wellFormed } = require('./validate.js')
+const { WaAuthStoreError, call, convertError, invalid, reading } = require('./errors.js')
+const { checkSessionId, checkType, isPlainObject, wellFormed } = require('./validate.js')
+const { SessionLease, leaseOptions } = require('./lease.js')
 
 /** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
 const KNOWN_TYPES = [
@@ -36,15 +37,30 @@ function parseField(field) {
   return { type, id: field.slice(type.length + 1) }
 }
 
+function optionalBoolean(value, name) {
+  if (value != null && typeof value !== 'boolean') throw invalid(`${name} must be a boolean`)
+}
+
+/** Write options ({ syncToDatabase, ttl } in seconds, force) in the native form. */
 function writeOptions(options) {
   if (options == null) return undefined
-  if (typeof options !== 'object') throw invalid('write options must be an object')
-  const { syncToDatabase, ttl } = options
-  if (syncToDatabase !== undefined && typeof syncToDatabase !== 'boolean') throw invalid('syncToDatabase must be a boolean')
-  if (ttl != null && !(typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl))) {
-    throw invalid('ttl must be a positive number of seconds')
-  }
-  return { syncToDatabase, ttlMs: ttl != null ? ttl * 1000 : undefined }
+  return reading('write options', () => {
+    if (!isPlainObject(options)) throw invalid('write options must be an object')
+    const { syncToDatabase, ttl, force } = options
+    optionalBoolean(syncToDatabase, 'syncToDatabase')
+    optionalBoolean(force, 'force')
+    if (ttl != null && !(typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl))) {
+      throw invalid('ttl must be a positive number of seconds')
+    }
+    return { syncToDatabase, ttlMs: ttl != null ? ttl * 1000 : undefined, force }
+  })
+}
+
+/** `{ force }` of clearSession / deleteCreds. */
+function forceOption(options) {
+  if (options == null) return false
+  if (typeof options !== 'object' || (options.force !== undefined && typeof options.force !== 'boolean')) throw invalid('options must be { force?: boolean }')
+  return options.force === true
 }
 
 /** Flattens {type: {id: value|null}} into the parallel arrays the native write takes. */
@@ -53,28 +69,55 @@ function flattenKeys(data) {
   const ids = []
   const values = []
   if (data == null) return { types, ids, values }
-  if (typeof data !== 'object') throw invalid('keys must be an object of { [type]: { [id]: value | null } }')
-  for (const type of Object.keys(data)) {
-    const entries = data[type]
-    if (entries == null) continue
-    if (typeof entries !== 'object') throw invalid(`keys.${type} must be an object of { [id]: value | null }`)
-    wellFormed(type, 'key type')
-    for (const id of Object.keys(entries)) {
-      const value = entries[id]
-      wellFormed(id, 'key id')
-      types.push(type)
-      ids.push(id)
-      values.push(value == null ? null : encodeValue(value))
+  reading('keys', () => {
+    if (!isPlainObject(data)) throw invalid('keys must be an object of { [type]: { [id]: value | null } }')
+    for (const type of Object.keys(data)) {
+      checkType(type)
+      const entries = data[type]
+      if (entries == null) continue
+      if (!isPlainObject(entries)) throw invalid('the records of a key type must be an object of { [id]: value | null }')
+      for (const id of Object.keys(entries)) {
+        const value = entries[id]
+        wellFormed(id, 'key id')
+        types.push(type)
+        ids.push(id)
+        values.push(value == null ? null : encodeValue(value))
+      }
     }
-  }
+  })
   return { types, ids, values }
 }
 
-function checkSessionId(sessionId) {
-  if (typeof sessionId !== 'string') {
-    throw new WaAuthStoreError('ERR_INVALID_SESSION_ID', `session id must be a string, got ${typeof sessionId}`)
-  }
-  wellFormed(sessionId, 'session id')
+/** Creds as stored bytes: Baileys' AuthenticationCreds is an object, never a primitive or an array. */
+function encodeCreds(creds) {
+  if (!isPlainObject(creds)) throw invalid("creds must be an object (Baileys' AuthenticationCreds)")
+  return encodeValue(creds)
+}
+
+/** `obj[key] = value` as an own property, also for the key '__proto__' (which would set the prototype). */
+function setOwn(obj, key, value) {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })
+  else obj[key] = value
+}
+
+/** The store's options, checked (`memory`: RedisMemoryManager options, or null for none). */
+function storeOptions(options) {
+  return reading('store options', () => {
+    if (options != null && !isPlainObject(options)) throw invalid('store options must be an object')
+    const { cache, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues, logger, lease } = options ?? {}
+    optionalBoolean(cache, 'cache')
+    optionalBoolean(compactValues, 'compactValues')
+    if (logger != null && (typeof logger !== 'object' || typeof logger.warn !== 'function')) {
+      throw invalid('logger must have warn(obj, msg) and error(obj, msg) methods (pino\'s shape)')
+    }
+    if (durability !== 'write-through' && durability !== 'write-behind') throw invalid("durability must be 'write-through' or 'write-behind'")
+    if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs >= 1)) throw invalid('flushIntervalMs must be a number of milliseconds >= 1')
+    if (memoryManager != null && typeof memoryManager !== 'boolean' && !isPlainObject(memoryManager)) {
+      throw invalid('memoryManager must be true, false or an object of RedisMemoryManager options')
+    }
+    const memory = memoryManager === true ? {} : memoryManager ? managerOptions(memoryManager) : null
+    return { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease: leaseOptions(lease) }
+  })
 }
 
 class BaileysAuthStore {
@@ -93,17 +136,14 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache = true, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues = true, logger } = options ?? {}
-    if (logger != null && (typeof logger !== 'object' || typeof logger.warn !== 'function')) {
-      throw invalid('logger must have warn(obj, msg) and error(obj, msg) methods (pino\'s shape)')
-    }
+    const { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease } = storeOptions(options)
+    if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
+    if (memory && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._logger = logger ?? CONSOLE_LOGGER
     this._compactValues = compactValues !== false
-    if (durability !== 'write-through' && durability !== 'write-behind') throw invalid("durability must be 'write-through' or 'write-behind'")
-    if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
-    if (!(Number.isFinite(flushIntervalMs) && flushIntervalMs >= 1)) throw invalid('flushIntervalMs must be a number of milliseconds >= 1')
+    // sessions have leases unless `lease: false` (one process per session, nothing checked)
+    this._lease = lease
     this._writeBehindMs = durability === 'write-behind' ? flushIntervalMs : undefined
-    if (memoryManager && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._redis = redisAdapter
     this._orm = ormAdapter
     this._cacheMaxBytes = cache === false ? 0 : cacheMaxBytes
@@ -111,8 +151,13 @@ class BaileysAuthStore {
     this._proto = undefined // Baileys' proto, loaded the first time an app-state-sync-key is read
     this._ready = null
     this._closed = false
-    this._memoryOptions = memoryManager === true ? {} : memoryManager || null
+    this._memoryOptions = memory
     this.memoryManager = null
+  }
+
+  /** Throws ERR_STORE_CLOSED once close() was called (calls that need no I/O included). */
+  _assertOpen() {
+    if (this._closed) throw new WaAuthStoreError('ERR_STORE_CLOSED', 'the store is closed')
   }
 
   /** Connects the adapters (if they are not yet) and builds the native store, once. */
@@ -120,7 +165,7 @@ class BaileysAuthStore {
     if (this._closed) return Promise.reject(new WaAuthStoreError('ERR_STORE_CLOSED', 'the store is closed'))
     this._ready ??= (async () => {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
-      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues }))
+      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues, leases: this._lease !== false }))
       native.setLogger((level, code, message) => report(this._logger, level, code, message))
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
@@ -152,10 +197,13 @@ class BaileysAuthStore {
   }
 
   /** Writes creds and/or keys as one atomic unit. */
-  async saveCreds(sessionId, { creds, keys } = {}, options) {
+  async saveCreds(sessionId, data = {}, options) {
     checkSessionId(sessionId)
-    const credsBytes = creds == null ? null : encodeValue(creds)
-    return this._write(sessionId, credsBytes, keys, options)
+    const { creds, keys } = reading('saveCreds data', () => {
+      if (!isPlainObject(data)) throw invalid('saveCreds takes { creds?, keys? }')
+      return { creds: data.creds, keys: data.keys }
+    })
+    return this._write(sessionId, creds == null ? null : encodeCreds(creds), keys, options)
   }
 
   /** Creds already serialised (useBaileysAuthState snapshots them synchronously). */
@@ -166,37 +214,67 @@ class BaileysAuthStore {
   async _write(sessionId, credsBytes, keys, options) {
     const { types, ids, values } = flattenKeys(keys)
     const opts = writeOptions(options)
-    if (credsBytes == null && ids.length === 0) return
+    if (credsBytes == null && ids.length === 0) return this._assertOpen() // nothing to write: no I/O
     const native = await this._native()
     await call(() => native.write(sessionId, credsBytes, types, ids, values, opts))
   }
 
   /** Removes the session entirely: creds and every key. */
-  async deleteCreds(sessionId) {
+  async deleteCreds(sessionId, options) {
     checkSessionId(sessionId)
+    const force = forceOption(options)
     const native = await this._native()
-    await call(() => native.deleteSession(sessionId, false))
+    await call(() => native.deleteSession(sessionId, false, force))
   }
 
   /** Removes every key of the session and keeps its creds (Baileys' keys.clear()). */
-  async clearSession(sessionId) {
+  async clearSession(sessionId, options) {
+    checkSessionId(sessionId)
+    const force = forceOption(options)
+    const native = await this._native()
+    await call(() => native.deleteSession(sessionId, true, force))
+  }
+
+  /**
+   * Takes the session's lease for this process (useBaileysAuthState does this itself): waits up
+   * to `waitMs` for another holder to let go, renews in the background, rejects with
+   * ERR_SESSION_LOCKED naming the holder. Returns the lease: `epoch`, `held`, `lost` (a Promise),
+   * `renew()`, `release()`.
+   */
+  async acquireLease(sessionId, options) {
+    checkSessionId(sessionId)
+    const opts = this._lease === false ? false : leaseOptions(this._lease, options)
+    if (!opts) throw invalid('this store has no leases (lease: false)')
+    const native = await this._native()
+    return SessionLease.acquire(native, sessionId, opts, this._logger)
+  }
+
+  /**
+   * Who holds the session's lease: `{ holder, epoch, acquiredAt, expiresAt, mine }` (times as
+   * epoch ms), or null when nobody does.
+   */
+  async leaseInfo(sessionId) {
     checkSessionId(sessionId)
     const native = await this._native()
-    await call(() => native.deleteSession(sessionId, true))
+    const info = await call(() => native.leaseInfo(sessionId))
+    if (!info) return null
+    return { holder: info.holder, epoch: info.epoch, acquiredAt: info.acquiredAt, expiresAt: Date.now() + info.expiresInMs, mine: info.mine }
   }
 
   /** @returns {Promise<{ [id: string]: value }>} missing ids are left out */
   async getKeys(sessionId, type, ids) {
     checkSessionId(sessionId)
-    if (typeof type !== 'string') throw invalid('key type must be a string')
+    checkType(type)
     if (!Array.isArray(ids)) throw invalid('ids must be an array of strings')
-    wellFormed(type, 'key type')
     for (const id of ids) {
       if (typeof id !== 'string') throw invalid('ids must be an array of strings')
       wellFormed(id, 'key id')
     }
     const out = {}
-    if (ids.length === 0) return out
+    if (ids.length === 0) {
+      this._assertOpen() // nothing to read: no I/O
+      return out
+    }
     const native = await this._native()
     let values = null
     try {
@@ -207,7 +285,7 @@ class BaileysAuthStore {
     values ??= await call(() => native.getKeys(sessionId, type, ids))
     const proto = type === 'app-state-sync-key' ? await this._loadProto() : undefined
     for (let i = 0; i < ids.length; i++) {
-      if (values[i]) out[ids[i]] = decodeValue(type, values[i], proto)
+      if (values[i]) setOwn(out, ids[i], decodeValue(type, values[i], proto))
     }
     return out
   }
@@ -222,21 +300,23 @@ class BaileysAuthStore {
   async deleteKeys(sessionId, fields) {
     checkSessionId(sessionId)
     if (!Array.isArray(fields)) throw invalid('fields must be an array')
-    const data = {}
-    for (const f of fields) {
-      const { type, id } = parseField(f)
-      wellFormed(type, 'key type')
-      wellFormed(id, 'key id')
-      ;(data[type] ??= {})[id] = null
-    }
+    // Null-prototype objects: a type or id named '__proto__' or 'constructor' is an ordinary key.
+    const data = Object.create(null)
+    reading('fields', () => {
+      for (const f of fields) {
+        const { type, id } = parseField(f)
+        wellFormed(type, 'key type')
+        wellFormed(id, 'key id')
+        ;(data[type] ??= Object.create(null))[id] = null
+      }
+    })
     return this._write(sessionId, null, data)
   }
 
   /** Every id of one key type in the session (union of Redis and SQL). */
   async listIds(sessionId, type) {
     checkSessionId(sessionId)
-    if (typeof type !== 'string') throw invalid('key type must be a string')
-    wellFormed(type, 'key type')
+    checkType(type)
     const native = await this._native()
     return call(() => native.listIds(sessionId, type))
   }
@@ -321,10 +401,15 @@ const DEFAULT_DATABASE = 'sqlite://./wa-auth-store.db'
  * it is the embedded default: SQLite file ./wa-auth-store.db plus the in-process cache.
  * Pass `redis: null` or `database: null` to leave a tier out even when the environment names it.
  */
-async function openAuthStore(options = {}) {
-  const { redis = process.env.REDIS_URL || null, database = process.env.DATABASE_URL || DEFAULT_DATABASE, ...rest } = options ?? {}
-  const redisAdapter = redis ? new BaileysRedisAdapter(redis) : null
-  const ormAdapter = database ? new BaileysOrmAdapter(database) : null
+async function openAuthStore(options) {
+  const { redis, database, rest } = reading('openAuthStore options', () => {
+    if (options != null && !isPlainObject(options)) throw invalid('openAuthStore takes an options object')
+    const { redis = process.env.REDIS_URL || null, database = process.env.DATABASE_URL || DEFAULT_DATABASE, ...rest } = options ?? {}
+    return { redis, database, rest }
+  })
+  // Only null leaves a tier out: '', 0 or false is a mistake, which the adapter refuses.
+  const redisAdapter = redis === null ? null : new BaileysRedisAdapter(redis)
+  const ormAdapter = database === null ? null : new BaileysOrmAdapter(database)
   const store = new BaileysAuthStore(redisAdapter, ormAdapter, rest)
   try {
     await store._native()
@@ -335,4 +420,4 @@ async function openAuthStore(options = {}) {
   return store
 }
 
-module.exports = { BaileysAuthStore, openAuthStore, DEFAULT_DATABASE, KNOWN_TYPES }
+module.exports = { BaileysAuthStore, openAuthStore, encodeCreds, writeOptions, DEFAULT_DATABASE, KNOWN_TYPES }

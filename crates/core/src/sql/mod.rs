@@ -448,7 +448,17 @@ impl SqlStore {
         }
         let now = now_ms();
         let pool = &self.pool;
-        let write = Box::pin(async move { on_dialect!(pool, write(&merged, now)) });
+        let merged = &merged;
+        // a deadlock or serialization failure rolled the transaction back: run it again
+        let write = Box::pin(async move {
+            let mut tries = 0;
+            loop {
+                match on_dialect!(pool, write(merged, now)) {
+                    Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
+                    r => return r,
+                }
+            }
+        });
         let r = match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(fenced)) => Ok(fenced),
             Ok(Err(e)) => Err(CommitError {
@@ -494,7 +504,13 @@ impl SqlStore {
         };
         let now = now_ms();
         self.call("clear session", async {
-            on_dialect!(&self.pool, clear(&row, now, fence))
+            let mut tries = 0;
+            loop {
+                match on_dialect!(&self.pool, clear(&row, now, fence)) {
+                    Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
+                    r => return r,
+                }
+            }
         })
         .await
     }
@@ -641,6 +657,18 @@ async fn refuse_fast(url: &str, timeout: Duration) -> Result<()> {
             format!("connection refused by {host}:{port} (is the database server running?)"),
         )),
         _ => Ok(()),
+    }
+}
+
+/// A transaction the database rolled back to break a deadlock or a serialization conflict (safe
+/// to run again: nothing of it was applied).
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("40001") | Some("40P01") | Some("1213")
+        ),
+        _ => false,
     }
 }
 

@@ -89,9 +89,15 @@ pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error>
     MySqlPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.timeout)
-        .after_connect(move |_, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 super::nodelay::enable_towards(port);
+                // REPEATABLE READ (InnoDB's default) takes gap locks on the session rows a write
+                // locks before it may insert them: concurrent writes of new sessions deadlock.
+                // Every write here is one short transaction; READ COMMITTED is what it needs.
+                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(conn)
+                    .await?;
                 Ok(())
             })
         })
