@@ -148,6 +148,9 @@ struct SlotState {
     last: u64,
     /// The highest version this process knows Redis applied.
     floor: u64,
+    /// A Redis step of this session failed after its SQL commit: Redis may lack that write even
+    /// if later writes raised its version, so it is rebuilt before it is used again.
+    suspect: bool,
 }
 
 impl Slot {
@@ -199,6 +202,17 @@ impl Slot {
     /// Forgets what this process knew of the session's Redis copy: the next use checks it again.
     fn invalidate(&self) {
         self.state.lock().validated = false;
+    }
+
+    /// See [`SlotState::suspect`].
+    fn suspect(&self) {
+        let mut s = self.state.lock();
+        s.validated = false;
+        s.suspect = true;
+    }
+
+    fn is_suspect(&self) -> bool {
+        self.state.lock().suspect
     }
 }
 
@@ -925,7 +939,7 @@ impl Pipeline {
             (None, None) => (0, 0),
         };
         let mut floor = rv;
-        if t.redis.is_some() && t.sql.is_some() && rv < sv {
+        if t.redis.is_some() && t.sql.is_some() && (rv < sv || slot.is_suspect()) {
             self.submit(sid, slot.clone(), Op::Rebuild).await?;
             floor = sv;
         }
@@ -1264,7 +1278,7 @@ async fn clear_tiers(
             Ok(Applied::Fenced) => return Err(tiers.fenced(&job.sid)),
             Ok(_) => job.slot.raise_floor(v),
             Err(e) => {
-                job.slot.invalidate();
+                suspect(tiers, &job.slot);
                 if let Some(cache) = &tiers.cache {
                     cache.remove_session(&job.sid, keep_creds);
                 }
@@ -1281,13 +1295,28 @@ async fn clear_tiers(
 /// Sends the Redis scripts of consecutive writes together (one pipelined burst, in order), then
 /// settles each: cache, answer.
 async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
+    // a session whose Redis step failed before is rebuilt from SQL before it gets more writes
+    let mut unusable: HashMap<String, Error> = HashMap::new();
+    if tiers.redis.is_some() {
+        for (j, _) in &group {
+            if j.slot.is_suspect() && !unusable.contains_key(&*j.sid) {
+                if let Err(e) = rebuild(tiers, &j.sid, &j.slot).await {
+                    unusable.insert(j.sid.to_string(), e);
+                }
+            }
+        }
+    }
     let results: Vec<Option<Result<Applied>>> = match &tiers.redis {
         None => group.iter().map(|_| None).collect(),
         Some(redis) => {
             let futs = group.iter().map(|(j, v)| {
                 let w = j.write();
                 let floor = j.slot.floor();
+                let skip = unusable.get(&*j.sid).cloned();
                 async move {
+                    if let Some(e) = skip {
+                        return Some(Err(e));
+                    }
                     let w = w?;
                     let durability = w.redis?;
                     let stamp = WriteStamp {
@@ -1337,14 +1366,24 @@ async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
                 job.answer(Ok(v));
             }
             Err(e) => {
-                // SQL may hold the write: check the session's Redis copy on its next use
-                job.slot.invalidate();
+                // SQL may hold the write and Redis lack it: rebuild Redis before its next use
+                suspect(tiers, &job.slot);
                 if let Some(cache) = &tiers.cache {
                     cache.invalidate(&job.sid, w.batch.creds.is_some(), &w.batch.keys);
                 }
                 job.answer(Err(e));
             }
         }
+    }
+}
+
+/// A Redis step failed after the SQL commit: with SQL to rebuild from, rebuild before the next use;
+/// without, just check Redis again.
+fn suspect(tiers: &Tiers, slot: &Slot) {
+    if tiers.sql.is_some() {
+        slot.suspect();
+    } else {
+        slot.invalidate();
     }
 }
 
@@ -1410,6 +1449,7 @@ async fn rebuild(tiers: &Tiers, sid: &SessionId, slot: &Slot) -> Result<u64> {
     let mut s = slot.state.lock();
     s.floor = floor;
     s.last = s.last.max(floor);
+    s.suspect = false;
     Ok(floor)
 }
 
