@@ -217,6 +217,20 @@ fn session_columns<'a>(rows: &[SessionRow<'a>]) -> SessionColumns<'a> {
     c
 }
 
+/// The session upsert with its columns bound.
+fn upsert_sessions<'q>(
+    s: &'q SessionColumns<'q>,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(UPSERT_SESSIONS)
+        .bind(&s.0)
+        .bind(&s.1)
+        .bind(&s.2)
+        .bind(&s.3)
+        .bind(&s.4)
+        .bind(now)
+}
+
 type KeyColumns<'a> = (
     Vec<&'a str>,
     Vec<&'a str>,
@@ -286,15 +300,7 @@ pub(super) async fn write(
     }
     let rest = m.without(&fenced);
     let s = session_columns(&rest.sessions);
-    sqlx::query(UPSERT_SESSIONS)
-        .bind(&s.0)
-        .bind(&s.1)
-        .bind(&s.2)
-        .bind(&s.3)
-        .bind(&s.4)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    upsert_sessions(&s, now).execute(&mut *tx).await?;
     for chunk in chunks_within(&rest.keys, KeyRow::size, usize::MAX, STATEMENT_BYTES) {
         let k = key_columns(chunk);
         sqlx::query(UPSERT_KEYS)
@@ -335,15 +341,7 @@ pub(super) async fn clear(
             return Ok(false);
         }
     }
-    sqlx::query(UPSERT_SESSIONS)
-        .bind(&s.0)
-        .bind(&s.1)
-        .bind(&s.2)
-        .bind(&s.3)
-        .bind(&s.4)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    upsert_sessions(&s, now).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM wa_auth_keys WHERE session_id = $1 AND version < $2")
         .bind(row.sid)
         .bind(row.cleared)
