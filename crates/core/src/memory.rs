@@ -3,7 +3,7 @@
 //! and the next read brings it back from SQL.
 //!
 //! The LRU order is shared by every process: stores record accesses in Redis
-//! (`<prefix>:{mm}:lru`), so any process's manager sees one order. One [`MemoryManager::check`]:
+//! (`<prefix>:{m}:lru`), so any process's manager sees one order. One [`MemoryManager::check`]:
 //! 1. sessions idle longer than `ttl_inactivity` leave Redis;
 //! 2. memory is measured (`Measure::Server`: the server's `used_memory`; `Measure::Store`: the
 //!    `MEMORY USAGE` of this store's own keys, for a Redis shared with other applications);
