@@ -306,12 +306,7 @@ impl MemoryManager {
             }
         }
         report.used_after = used;
-        if report.refused > 0 {
-            log::warn!(
-                "memory manager: {} session(s) due for eviction hold data that is not in SQL (no SQL tier, or syncToDatabase: false writes not yet flushed); they stay in Redis",
-                report.refused
-            );
-        }
+        // refusals are in the report: the JavaScript manager hands them to its logger
         Ok(report)
     }
 
