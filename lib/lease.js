@@ -91,6 +91,12 @@ class SessionLease {
           return kept
         },
         (err) => {
+          if (err?.code === 'ERR_STORE_CLOSED') {
+            // the store closed (it released its leases): nothing left to renew
+            this._released = true
+            clearInterval(this._timer)
+            return false
+          }
           // Redis or SQL unreachable: the lease may still be ours; the core refuses writes once it
           // expired by our clock and cannot be renewed
           report(this._logger, err, `could not renew the lease of session '${this.sessionId}'`)

@@ -1,12 +1,15 @@
 // Global teardown: the tests (cargo's and vitest's) name every session they create on the shared
-// services with TEST_PREFIX; this removes those rows and keys after the run, so nothing is left
+// services with a test prefix (support/services.mjs, crates/core/tests/common); this removes those rows and keys after the run, so nothing is left
 // behind in the shared Redis, PostgreSQL and MariaDB. Own redis-servers and SQLite files are
 // temporary anyway.
 import Redis from 'ioredis'
 import pg from 'pg'
 import mysql from 'mysql2/promise'
 
-const PREFIX = 'wa-test-'
+// this run's sessions (the forks inherit WA_TEST_RUN from setup), and those cargo's tests left
+// (`npm test` runs them just before): never another run's
+const RUN = `${process.pid}${Date.now().toString(36)}`
+const prefixes = () => [`wa-test-js-${process.env.WA_TEST_RUN}-`, 'wa-test-rs-']
 const TABLES = ['wa_auth_keys', 'wa_auth_sessions', 'wa_auth_leases']
 
 async function cleanRedis(url) {
@@ -14,7 +17,7 @@ async function cleanRedis(url) {
   try {
     await redis.connect()
     let removed = 0
-    for (const pattern of [`wa:{s:${PREFIX}*`, `wa:{${PREFIX}*`]) {
+    for (const pattern of prefixes().map((p) => `wa:{s:${p}*`)) {
       let cursor = '0'
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
@@ -26,7 +29,7 @@ async function cleanRedis(url) {
     for (const key of ['wa:{m}:lru', 'wa:{m}:dirty', 'wa:{m}:count', 'wa:{m}:size']) {
       const type = await redis.type(key)
       const members = type === 'zset' ? await redis.zrange(key, 0, -1) : type === 'set' ? await redis.smembers(key) : type === 'hash' ? await redis.hkeys(key) : []
-      const ours = members.filter((m) => m.startsWith(PREFIX))
+      const ours = members.filter((m) => prefixes().some((p) => m.startsWith(p)))
       for (let i = 0; i < ours.length; i += 1000) {
         const part = ours.slice(i, i + 1000)
         if (type === 'zset') await redis.zrem(key, ...part)
@@ -46,7 +49,7 @@ async function cleanPostgres(url) {
   const client = new pg.Client({ connectionString: url })
   try {
     await client.connect()
-    for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`${PREFIX}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {
@@ -58,7 +61,7 @@ async function cleanMysql(url) {
   let conn
   try {
     conn = await mysql.createConnection(url)
-    for (const t of TABLES) await conn.query(`DELETE FROM ${t} WHERE session_id LIKE ?`, [`${PREFIX}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of TABLES) await conn.query(`DELETE FROM ${t} WHERE session_id LIKE ?`, [`${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {
@@ -66,7 +69,9 @@ async function cleanMysql(url) {
   }
 }
 
-export async function setup() {}
+export async function setup() {
+  process.env.WA_TEST_RUN ??= RUN
+}
 
 export async function teardown() {
   const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'

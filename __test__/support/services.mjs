@@ -46,7 +46,7 @@ let n = 0
  * A session id no other run uses. Every test session starts with TEST_PREFIX, so the global
  * teardown (support/cleanup.mjs) can remove what the tests left in the shared services.
  */
-export const TEST_PREFIX = 'wa-test-'
+export const TEST_PREFIX = `wa-test-js-${process.env.WA_TEST_RUN ?? 'run'}-`
 export function uniqueId(name) {
   return `${TEST_PREFIX}${name}-${process.pid}-${Date.now()}-${n++}`
 }

@@ -92,7 +92,7 @@ pub fn unique(name: &str) -> String {
         .as_nanos();
     // the prefix lets the test teardown (__test__/support/cleanup.mjs) remove what is left
     format!(
-        "wa-test-{name}-{}-{nanos}-{}",
+        "wa-test-rs-{name}-{}-{nanos}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
