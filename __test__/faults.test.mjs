@@ -9,7 +9,7 @@ import { promisify } from 'node:util'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, openAuthStore } from '../index.js'
 import { OwnRedis, redisServerAvailable } from './support/own-redis.mjs'
-import { service, uniqueId } from './support/services.mjs'
+import { service, TEST_PREFIX, uniqueId } from './support/services.mjs'
 
 const run = promisify(execFile)
 const redisServer = await redisServerAvailable('the fault tests')
@@ -59,7 +59,7 @@ describe('lifecycle', () => {
     const script = fileURLToPath(new URL('./fixtures/open-write-close.mjs', import.meta.url))
     const db = `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-exit-')), 'auth.db')}`
     for (const cfg of [{ database: db }, redis && postgres ? { redis, database: postgres } : null].filter(Boolean)) {
-      const { stdout } = await run(process.execPath, [script, JSON.stringify(cfg)])
+      const { stdout } = await run(process.execPath, [script, JSON.stringify({ ...cfg, prefix: TEST_PREFIX })])
       expect(stdout.trim()).toBe('closed')
     }
   })

@@ -17,7 +17,8 @@ async function cleanRedis(url) {
   try {
     await redis.connect()
     let removed = 0
-    for (const pattern of prefixes().map((p) => `wa:{s:${p}*`)) {
+    // anywhere in the id: the look-alike tests wrap ids ('{<id>}' is escaped to '%7B<id>%7D')
+    for (const pattern of prefixes().map((p) => `wa:{s:*${p}*`)) {
       let cursor = '0'
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
@@ -29,7 +30,7 @@ async function cleanRedis(url) {
     for (const key of ['wa:{m}:lru', 'wa:{m}:dirty', 'wa:{m}:count', 'wa:{m}:size']) {
       const type = await redis.type(key)
       const members = type === 'zset' ? await redis.zrange(key, 0, -1) : type === 'set' ? await redis.smembers(key) : type === 'hash' ? await redis.hkeys(key) : []
-      const ours = members.filter((m) => prefixes().some((p) => m.startsWith(p)))
+      const ours = members.filter((m) => prefixes().some((p) => m.includes(p)))
       for (let i = 0; i < ours.length; i += 1000) {
         const part = ours.slice(i, i + 1000)
         if (type === 'zset') await redis.zrem(key, ...part)
@@ -49,7 +50,7 @@ async function cleanPostgres(url) {
   const client = new pg.Client({ connectionString: url })
   try {
     await client.connect()
-    for (const p of prefixes()) for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`${p}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`%${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {
@@ -61,7 +62,7 @@ async function cleanMysql(url) {
   let conn
   try {
     conn = await mysql.createConnection(url)
-    for (const p of prefixes()) for (const t of TABLES) await conn.query(`DELETE FROM ${t} WHERE session_id LIKE ?`, [`${p}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of TABLES) await conn.query(`DELETE FROM ${t} WHERE session_id LIKE ?`, [`%${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {
