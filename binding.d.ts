@@ -9,10 +9,6 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/**
- * Opaque values keyed by `(session, type, id)` over the configured tiers. Values are bytes;
- * the JavaScript facade owns Baileys' value shapes.
- */
 export declare class NativeAuthStore {
   constructor(redis?: RedisConnection | undefined | null, sql?: SqlConnection | undefined | null, options?: NativeStoreOptions | undefined | null)
   getCreds(sessionId: string): Promise<Buffer | null>
@@ -55,6 +51,8 @@ export declare class NativeAuthStore {
   holdsLease(sessionId: string): boolean
   /** Records and value bytes per key type (from SQL when there is a SQL tier). */
   summary(sessionId: string): Promise<Array<NativeTypeSummary>>
+  /** Every session SQL or Redis knows, in id order. */
+  listSessions(): Promise<Array<NativeSessionInfo>>
   /** Every id of one key type in the session. */
   listIds(sessionId: string, kind: string): Promise<Array<string>>
   stats(): NativeStoreStats
@@ -75,6 +73,15 @@ export declare class NativeMemoryManager {
 export declare class RedisConnection {
   static connect(options: RedisConnectOptions): Promise<RedisConnection>
   ping(): Promise<void>
+  /**
+   * Every key matching the glob, raw names (the key prefix is not added), from every primary
+   * of a cluster. For the import tools.
+   */
+  scanKeys(pattern: string): Promise<Array<string>>
+  /** A string key's bytes, raw name. */
+  getBuffer(key: string): Promise<Buffer | null>
+  /** A hash key's fields and their bytes, raw name. */
+  hgetallBuffers(key: string): Promise<Record<string, Buffer>>
   close(): Promise<void>
   get keyPrefix(): string
   get closed(): boolean
@@ -86,6 +93,12 @@ export declare class SqlConnection {
   /** `postgres`, `mysql` or `sqlite`. */
   get dialect(): string
   schemaVersion(): Promise<number>
+  /**
+   * Runs one statement written for this dialect (`$1` / `?` placeholders, parameters bound as
+   * text) and returns its rows as objects: text as strings, bytes as Buffers, numbers as
+   * numbers, NULL as null. For the import tools, which read other packages' tables.
+   */
+  query(sql: string, params?: Array<string> | undefined | null): Promise<Array<Record<string, string | Buffer | number | null>>>
   close(): Promise<void>
   get closed(): boolean
 }
@@ -145,6 +158,24 @@ export interface NativeMemoryStats {
   evictionsAllProcesses: number
   refusedEvictions: number
   checks: number
+}
+
+/**
+ * Opaque values keyed by `(session, type, id)` over the configured tiers. Values are bytes;
+ * the JavaScript facade owns Baileys' value shapes.
+ * A session as listSessions() finds it.
+ */
+export interface NativeSessionInfo {
+  id: string
+  /** SQL has a row for it (a deleted session keeps one, without creds). */
+  inSql: boolean
+  /** Redis holds its meta hash. */
+  inRedis: boolean
+  sqlHasCreds: boolean
+  /** Highest version SQL committed. */
+  version: number
+  /** SQL's last write, epoch ms. */
+  updatedAtMs?: number
 }
 
 export interface NativeSessionMeta {
@@ -212,4 +243,11 @@ export interface SqlConnectOptions {
   maxConnections?: number
   /** Deadline of one statement or transaction in milliseconds (default 5000). */
   timeoutMs?: number
+  /**
+   * Create or upgrade the store's schema (default true; false for a database the tools only
+   * read).
+   */
+  migrate?: boolean
+  /** Open a SQLite file read-only and unchanged (default false). */
+  readOnly?: boolean
 }

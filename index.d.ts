@@ -14,10 +14,20 @@ export type WaAuthStoreErrorCode =
   | 'ERR_CONFIG'
   | 'ERR_SESSION_LOCKED'
   | 'ERR_BAILEYS_NOT_FOUND'
+  | 'ERR_SESSION_EXISTS'
+  | 'ERR_SESSION_NOT_FOUND'
+  | 'ERR_VERIFY_FAILED'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_IO'
+  | 'ERR_FOLDER_NOT_EMPTY'
 
 export declare class WaAuthStoreError extends Error {
   readonly code: WaAuthStoreErrorCode
   readonly cause?: unknown
+  /** The file an import or export failed on (ERR_CORRUPT_VALUE, ERR_IO). */
+  readonly file?: string
+  /** What did not read back as written (ERR_VERIFY_FAILED). */
+  readonly mismatches?: Array<{ type: string; id: string; problem: 'missing' | 'different' | 'unexpected' }>
 }
 
 /** `{ [type]: { [id]: value | null } }`; null or undefined deletes the record. */
@@ -266,6 +276,11 @@ export declare class BaileysAuthStore {
   listIds(sessionId: string, type: string): Promise<string[]>
   /** What a session holds: creds present, and records and value bytes per key type. */
   describeSession(sessionId: string): Promise<SessionDescription>
+  /**
+   * Every session either tier knows, in id order. A deleted session may still be listed (SQL
+   * keeps the record of its deletion); describeSession() tells what it holds.
+   */
+  listSessions(): Promise<Array<{ id: string; inSql: boolean; inRedis: boolean; version: number; updatedAt: number | null }>>
   /** Copies the session's records not yet in SQL (write-behind, syncToDatabase: false); returns how many. */
   flush(sessionId: string): Promise<number>
   /** Flushes every dirty session of any process (crash recovery); returns the records flushed. */
@@ -332,3 +347,93 @@ export declare const BufferJSON: {
 /** JSON in BufferJSON's format; refuses values nested deeper than 1,024 levels (they could not be read back). */
 export declare function encodeValue(value: unknown): Buffer
 export declare function decodeValue(type: string, bytes: Uint8Array, proto?: any): any
+
+/** Options of the tools that write whole sessions (imports, copies). */
+export interface ToolOptions {
+  /** Replace a session the target holds with other state (default: refuse with ERR_SESSION_EXISTS). */
+  overwrite?: boolean
+  /** Read the session back and compare it record by record (ERR_VERIFY_FAILED on a difference). */
+  verify?: boolean
+  /** Read and check, write nothing. */
+  dryRun?: boolean
+  /** Called as work progresses: `done` of `total`. */
+  onProgress?(done: number, total: number, item?: string): void
+}
+
+export interface MultiFileImportOptions extends ToolOptions {
+  /** Key type names to recognise besides Baileys' own (ids kept as the file names spell them). */
+  types?: string[]
+}
+
+export interface MultiFileImportResult {
+  sessionId: string
+  /** false when the store already held exactly this session (a re-import), or on dryRun. */
+  written: boolean
+  counts: { [type: string]: number }
+  /** Key records plus one for the creds. */
+  records: number
+  /** Bytes of the files imported. */
+  bytes: number
+  /** Files Baileys never reads as auth state (temporary and backup files, other names). */
+  skipped: Array<{ file: string; reason: string }>
+  verified?: { records: number; mismatches: 0 }
+}
+
+export interface MultiFileExportOptions {
+  /** Write into a non-empty folder: its Baileys `.json` files are replaced, other files stay. */
+  overwrite?: boolean
+  /** Read every file back and compare it with what was written. */
+  verify?: boolean
+  /** Read the session and check the folder, write nothing. */
+  dryRun?: boolean
+  onProgress?(done: number, total: number): void
+}
+
+export interface MultiFileExportResult {
+  sessionId: string
+  counts: { [type: string]: number }
+  /** Files written, creds.json included. */
+  files: number
+  bytes: number
+  /** Stale `.json` files removed (overwrite). */
+  removed: number
+  verified?: { files: number }
+}
+
+/** Reads a Baileys useMultiFileAuthState folder (6.x or 7.x) into the store as `sessionId`, in one atomic write: no new pairing. */
+export declare function importMultiFileAuthState(store: BaileysAuthStore, folder: string, sessionId: string, options?: MultiFileImportOptions): Promise<MultiFileImportResult>
+
+/** Writes a session out as a folder Baileys' own useMultiFileAuthState opens. */
+export declare function exportMultiFileAuthState(store: BaileysAuthStore, sessionId: string, folder: string, options?: MultiFileExportOptions): Promise<MultiFileExportResult>
+
+export interface CopyOptions extends ToolOptions {
+  /** Sessions to copy (default: every session of the source). A named session the source lacks is ERR_SESSION_NOT_FOUND. */
+  sessions?: string[]
+}
+
+export interface CopyResult {
+  sessions: Array<{ sessionId: string; written: boolean; counts: { [type: string]: number }; records: number }>
+  /** Sessions written. */
+  written: number
+  /** Sessions the target already held identically (a resumed copy). */
+  skipped: number
+  records: number
+}
+
+/**
+ * Copies sessions store to store (e.g. the embedded SQLite file to Redis + PostgreSQL): each
+ * session read whole, written as one atomic write and read back and compared (`verify: false`
+ * skips that). Sessions the target already holds identically are skipped, so running it again
+ * resumes a copy that stopped.
+ */
+export declare function copySessions(source: BaileysAuthStore, target: BaileysAuthStore, options?: CopyOptions): Promise<CopyResult>
+
+export interface SessionVerification {
+  id: string
+  records: number
+  /** Records that do not decode (or creds without the fields Baileys needs). */
+  corrupt: Array<{ type: string; id: string; problem: string }>
+}
+
+/** Decodes every record of the named sessions (default: all) and reports the corrupt ones. */
+export declare function verifySessions(store: BaileysAuthStore, sessionIds?: string[], options?: { onProgress?(done: number, total: number): void }): Promise<SessionVerification[]>

@@ -8,6 +8,9 @@ const { BufferJSON, encodeValue, decodeValue } = require('./lib/codec.js')
 const { WaAuthStoreError } = require('./lib/errors.js')
 const { RedisMemoryManager } = require('./lib/memory-manager.js')
 const { BaileysAuthStore, openAuthStore } = require('./lib/store.js')
+const { copySessions } = require('./lib/tools/copy.js')
+const { verifySessions } = require('./lib/tools/inspect.js')
+const { importMultiFileAuthState, exportMultiFileAuthState } = require('./lib/tools/multifile.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
 module.exports.BaileysOrmAdapter = BaileysOrmAdapter
@@ -19,3 +22,7 @@ module.exports.encodeValue = encodeValue
 module.exports.decodeValue = decodeValue
 module.exports.WaAuthStoreError = WaAuthStoreError
 module.exports.RedisMemoryManager = RedisMemoryManager
+module.exports.copySessions = copySessions
+module.exports.verifySessions = verifySessions
+module.exports.importMultiFileAuthState = importMultiFileAuthState
+module.exports.exportMultiFileAuthState = exportMultiFileAuthState

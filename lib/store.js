@@ -321,6 +321,17 @@ class BaileysAuthStore {
     return call(() => native.listIds(sessionId, type))
   }
 
+  /**
+   * Every session either tier knows, in id order: `{ id, inSql, inRedis, version, updatedAt }`
+   * (`updatedAt` epoch ms of SQL's last write, or null). A deleted session may still be listed
+   * (SQL keeps the record of its deletion); describeSession() tells what it holds.
+   */
+  async listSessions() {
+    const native = await this._native()
+    const rows = await call(() => native.listSessions())
+    return rows.map((r) => ({ id: r.id, inSql: r.inSql, inRedis: r.inRedis, version: r.version, updatedAt: r.updatedAtMs ?? null }))
+  }
+
   /** { creds: boolean, types: [{ type, count, bytes }] }, from SQL when there is a SQL tier. */
   async describeSession(sessionId) {
     checkSessionId(sessionId)

@@ -116,6 +116,21 @@ impl EventSink for JsLogger {
 
 /// Opaque values keyed by `(session, type, id)` over the configured tiers. Values are bytes;
 /// the JavaScript facade owns Baileys' value shapes.
+/// A session as listSessions() finds it.
+#[napi(object)]
+pub struct NativeSessionInfo {
+    pub id: String,
+    /// SQL has a row for it (a deleted session keeps one, without creds).
+    pub in_sql: bool,
+    /// Redis holds its meta hash.
+    pub in_redis: bool,
+    pub sql_has_creds: bool,
+    /// Highest version SQL committed.
+    pub version: f64,
+    /// SQL's last write, epoch ms.
+    pub updated_at_ms: Option<f64>,
+}
+
 #[napi]
 pub struct NativeAuthStore {
     inner: Arc<AuthStore>,
@@ -353,6 +368,23 @@ impl NativeAuthStore {
                 kind: t.kind,
                 count: t.count as f64,
                 bytes: t.bytes as f64,
+            })
+            .collect())
+    }
+
+    /// Every session SQL or Redis knows, in id order.
+    #[napi]
+    pub async fn list_sessions(&self) -> napi::Result<Vec<NativeSessionInfo>> {
+        let rows = self.inner.list_sessions().await.napi()?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NativeSessionInfo {
+                id: r.id,
+                in_sql: r.in_sql,
+                in_redis: r.in_redis,
+                sql_has_creds: r.sql_has_creds,
+                version: r.version as f64,
+                updated_at_ms: r.updated_at_ms.map(|t| t as f64),
             })
             .collect())
     }

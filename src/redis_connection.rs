@@ -1,5 +1,7 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use wa_auth_core::config::DEFAULT_TIMEOUT;
 use wa_auth_core::{RedisOptions, RedisTier};
@@ -38,6 +40,37 @@ impl RedisConnection {
     #[napi]
     pub async fn ping(&self) -> napi::Result<()> {
         self.inner.ping().await.napi()
+    }
+
+    /// Every key matching the glob, raw names (the key prefix is not added), from every primary
+    /// of a cluster. For the import tools.
+    #[napi]
+    pub async fn scan_keys(&self, pattern: String) -> napi::Result<Vec<String>> {
+        self.inner.scan_raw(&pattern).await.napi()
+    }
+
+    /// A string key's bytes, raw name.
+    #[napi]
+    pub async fn get_buffer(&self, key: String) -> napi::Result<Option<Buffer>> {
+        Ok(self
+            .inner
+            .get_raw(&key)
+            .await
+            .napi()?
+            .map(|b| Buffer::from(b.to_vec())))
+    }
+
+    /// A hash key's fields and their bytes, raw name.
+    #[napi]
+    pub async fn hgetall_buffers(&self, key: String) -> napi::Result<HashMap<String, Buffer>> {
+        Ok(self
+            .inner
+            .hgetall_raw(&key)
+            .await
+            .napi()?
+            .into_iter()
+            .map(|(k, v)| (k, Buffer::from(v.to_vec())))
+            .collect())
     }
 
     #[napi]

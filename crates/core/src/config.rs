@@ -223,6 +223,11 @@ pub struct SqlOptions {
     pub max_connections: u32,
     /// Deadline of one statement or transaction, and of acquiring a connection.
     pub timeout: Duration,
+    /// Create or upgrade the store's schema on connect (false: a database the tools only read,
+    /// such as another package's tables being imported).
+    pub migrate: bool,
+    /// Open a SQLite file read-only, unchanged (no journal mode switch, never created).
+    pub read_only: bool,
 }
 
 impl SqlOptions {
@@ -231,6 +236,8 @@ impl SqlOptions {
             url: url.into(),
             max_connections: 10,
             timeout: DEFAULT_TIMEOUT,
+            migrate: true,
+            read_only: false,
         }
     }
 }
@@ -241,6 +248,8 @@ impl fmt::Debug for SqlOptions {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
+            .field("migrate", &self.migrate)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }

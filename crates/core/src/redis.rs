@@ -402,6 +402,18 @@ impl std::fmt::Debug for RedisTier {
     }
 }
 
+/// `text` with the glob characters of `SCAN MATCH` escaped (a key prefix may hold them).
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 fn bytes_of(v: fred::types::Value) -> Result<Option<Bytes>> {
     match v {
         fred::types::Value::Null => Ok(None),
@@ -1010,6 +1022,57 @@ impl RedisTier {
             .call("sadd", self.client.sadd(self.mm_key("dirty"), &**sid))
             .await?;
         Ok(())
+    }
+
+    /// Every key matching the glob `pattern`, raw names (no prefix added), from every primary
+    /// of a cluster. For tools: a full scan of the keyspace, in pages of 1,000.
+    pub async fn scan_raw(&self, pattern: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        if self.is_closed() {
+            return Err(Error::StoreClosed);
+        }
+        let keys = if self.client.is_clustered() {
+            self.client
+                .scan_cluster_buffered(pattern.to_string(), Some(1000), None)
+                .try_collect::<Vec<_>>()
+                .await
+        } else {
+            self.client
+                .scan_buffered(pattern.to_string(), Some(1000), None)
+                .try_collect::<Vec<_>>()
+                .await
+        }
+        .map_err(|e| self.err(e))?;
+        Ok(keys.into_iter().filter_map(|k| k.into_string()).collect())
+    }
+
+    /// The bytes of a string key, raw (no prefix added).
+    pub async fn get_raw(&self, key: &str) -> Result<Option<Bytes>> {
+        self.call("get", self.client.get(key)).await
+    }
+
+    /// Every field of a hash key, raw (no prefix added).
+    pub async fn hgetall_raw(&self, key: &str) -> Result<HashMap<String, Bytes>> {
+        self.call("hgetall", self.client.hgetall(key)).await
+    }
+
+    /// The sessions that have a meta hash in Redis (every session written through this
+    /// layout has one), found by scanning.
+    pub async fn list_sessions(&self) -> Result<Vec<String>> {
+        let head = format!("{}:{{s:", self.prefix);
+        let pattern = format!("{}*}}:m", escape_glob(&head));
+        let mut out: Vec<String> = self
+            .scan_raw(&pattern)
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                let inner = k.strip_prefix(&head)?.strip_suffix("}:m")?;
+                crate::ident::unescape(inner)
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Every session of the dirty index, any process's.

@@ -50,6 +50,22 @@ const REDIS_LANES: usize = 4;
 const FLUSH_PARALLEL: usize = 32;
 
 /// Which tiers answered reads, and how often.
+/// A session as [`AuthStore::list_sessions`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    /// SQL has a row for it (possibly the tombstone of a deleted session).
+    pub in_sql: bool,
+    /// Redis has its meta hash.
+    pub in_redis: bool,
+    /// SQL's row holds creds.
+    pub sql_has_creds: bool,
+    /// The highest version SQL committed for it.
+    pub version: u64,
+    /// SQL's last write, epoch ms.
+    pub updated_at_ms: Option<i64>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct StoreStats {
     pub cache: Option<CacheStats>,
@@ -792,6 +808,44 @@ impl AuthStore {
             (None, Some(redis)) => redis.summary(sid).await,
             (None, None) => Ok(Vec::new()),
         }
+    }
+
+    /// Every session either tier knows, in id order: SQL's rows (deleted sessions keep one,
+    /// without creds) and the sessions Redis holds a meta hash for.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>> {
+        self.check_open()?;
+        let t = self.tiers();
+        let mut out: BTreeMap<String, SessionInfo> = BTreeMap::new();
+        if let Some(sql) = &t.sql {
+            for row in sql.list_sessions().await? {
+                out.insert(
+                    row.id.clone(),
+                    SessionInfo {
+                        id: row.id,
+                        in_sql: true,
+                        in_redis: false,
+                        sql_has_creds: row.has_creds,
+                        version: row.version,
+                        updated_at_ms: Some(row.updated_at_ms),
+                    },
+                );
+            }
+        }
+        if let Some(redis) = &t.redis {
+            for id in redis.list_sessions().await? {
+                out.entry(id.clone())
+                    .or_insert_with(|| SessionInfo {
+                        id,
+                        in_sql: false,
+                        in_redis: false,
+                        sql_has_creds: false,
+                        version: 0,
+                        updated_at_ms: None,
+                    })
+                    .in_redis = true;
+            }
+        }
+        Ok(out.into_values().collect())
     }
 
     /// Every id of one type in one session: what SQL and Redis hold, less what Redis holds

@@ -17,6 +17,7 @@ mod keyed;
 mod mysql;
 mod nodelay;
 mod postgres;
+pub mod raw;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -119,6 +120,15 @@ pub struct VersionedWrite<'a> {
 pub struct CommitError {
     pub error: Error,
     pub statement_level: bool,
+}
+
+/// A session as [`SqlStore::list_sessions`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionListing {
+    pub id: String,
+    pub has_creds: bool,
+    pub version: u64,
+    pub updated_at_ms: i64,
 }
 
 /// A row read back with the version that wrote it.
@@ -345,6 +355,9 @@ impl SqlStore {
             groups: GroupStats::default(),
             max_connections: opts.max_connections,
         };
+        if !opts.migrate {
+            return Ok(Arc::new(store));
+        }
         // Fast path of every open after the first: the schema is current, take no lock, run no DDL.
         if store.schema_version().await.ok() == Some(SCHEMA_VERSION) {
             return Ok(Arc::new(store));
@@ -594,6 +607,48 @@ impl SqlStore {
             on_dialect!(&self.pool, purge(sid))
         })
         .await
+    }
+
+    /// Runs a statement the caller wrote for this dialect (`$1` or `?` placeholders, parameters
+    /// bound as text) and returns its rows. For tools reading other tables: the store's own
+    /// operations never go through here.
+    pub async fn query_rows(&self, sql: &str, params: &[String]) -> Result<Vec<raw::RawRow>> {
+        self.call("query", async {
+            match &self.pool {
+                Pool::Postgres(p) => raw::query_rows!(p, sql, params),
+                Pool::MySql(p) => raw::query_rows!(p, sql, params),
+                Pool::Sqlite(p) => raw::query_rows!(p, sql, params),
+            }
+        })
+        .await
+    }
+
+    /// Every session with a row: id, whether it has creds, its version and last write (epoch
+    /// ms), in id order. Deleted sessions keep a row without creds (their tombstone).
+    pub async fn list_sessions(&self) -> Result<Vec<SessionListing>> {
+        const SQL: &str =
+            "SELECT session_id, CASE WHEN creds IS NULL THEN 0 ELSE 1 END AS has_creds,
+            version, updated_at FROM wa_auth_sessions ORDER BY session_id";
+        let rows = self.query_rows(SQL, &[]).await?;
+        let int = |c: &raw::Cell| match c {
+            raw::Cell::Int(v) => *v,
+            _ => 0,
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let id = match &r.first()?.1 {
+                    raw::Cell::Text(s) => s.clone(),
+                    _ => return None,
+                };
+                Some(SessionListing {
+                    id,
+                    has_creds: int(&r.get(1)?.1) == 1,
+                    version: int(&r.get(2)?.1).max(0) as u64,
+                    updated_at_ms: int(&r.get(3)?.1),
+                })
+            })
+            .collect())
     }
 
     /// The highest migration applied.

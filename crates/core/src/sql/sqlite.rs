@@ -106,7 +106,9 @@ pub(super) async fn connect(opts: &SqlOptions) -> Result<SqlitePool, sqlx::Error
     let mut connect = SqliteConnectOptions::from_str(&opts.url)?
         .busy_timeout(opts.timeout)
         .foreign_keys(false);
-    if !memory {
+    if opts.read_only {
+        connect = connect.read_only(true);
+    } else if !memory {
         connect = connect
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

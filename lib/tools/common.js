@@ -1,0 +1,120 @@
+'use strict'
+// What every importer, exporter and copier shares: reading a whole session out of a store,
+// writing one in as a single atomic write (so a crash never leaves a half-imported session that
+// looks complete), refusing to overwrite, and verifying what was written.
+
+const { isDeepStrictEqual } = require('node:util')
+const { WaAuthStoreError, invalid } = require('../errors.js')
+const { checkSessionId, isPlainObject } = require('../validate.js')
+const { encodeValue } = require('../codec.js')
+
+/** Ids read per getKeys call while walking a session. */
+const READ_CHUNK = 500
+
+/** Options every tool takes, checked: `{ overwrite, verify, onProgress }`. */
+function toolOptions(options, extra = []) {
+  if (options != null && !isPlainObject(options)) throw invalid('options must be an object')
+  const o = options ?? {}
+  for (const name of ['overwrite', 'verify', 'dryRun']) {
+    if (o[name] != null && typeof o[name] !== 'boolean') throw invalid(`${name} must be a boolean`)
+  }
+  if (o.onProgress != null && typeof o.onProgress !== 'function') throw invalid('onProgress must be a function')
+  const known = new Set(['overwrite', 'verify', 'dryRun', 'onProgress', ...extra])
+  for (const k of Object.keys(o)) if (!known.has(k)) throw invalid(`unknown option "${k}"`)
+  return { ...o, overwrite: o.overwrite === true, verify: o.verify === true, dryRun: o.dryRun === true, onProgress: o.onProgress ?? (() => {}) }
+}
+
+/** True when the store holds creds or any key of the session. */
+async function sessionExists(store, sessionId) {
+  const d = await store.describeSession(sessionId)
+  return d.creds || d.types.some((t) => t.count > 0)
+}
+
+/** `{ type: count }` of a `{ type: { id: value } }` object. */
+function countKeys(keys) {
+  const counts = {}
+  for (const type of Object.keys(keys)) counts[type] = Object.keys(keys[type]).length
+  return counts
+}
+
+/**
+ * Reads a whole session: `{ creds, keys: { type: { id: value } } }` (creds null when absent).
+ * `onType(type, count)` is told each type before it is read.
+ */
+async function readSession(store, sessionId, onType = () => {}) {
+  checkSessionId(sessionId)
+  const [got, described] = await Promise.all([store.getCreds(sessionId), store.describeSession(sessionId)])
+  const keys = Object.create(null)
+  for (const { type } of described.types) {
+    const ids = await store.listIds(sessionId, type)
+    onType(type, ids.length)
+    const records = Object.create(null)
+    for (let i = 0; i < ids.length; i += READ_CHUNK) {
+      Object.assign(records, await store.getKeys(sessionId, type, ids.slice(i, i + READ_CHUNK)))
+    }
+    if (Object.keys(records).length > 0) keys[type] = records
+  }
+  return { creds: got?.creds ?? null, keys }
+}
+
+/**
+ * Writes `{ creds, keys }` as the session, in one atomic write; returns `{ written }`. An existing
+ * session that already holds exactly this state is left as it is (`written: false`: running an
+ * import twice is harmless); any other existing session is refused with ERR_SESSION_EXISTS unless
+ * `overwrite` (then it is deleted first: a crash between the two leaves no session, never a mix,
+ * and the import can run again).
+ */
+async function writeSession(store, sessionId, state, { overwrite = false } = {}) {
+  checkSessionId(sessionId)
+  if (await sessionExists(store, sessionId)) {
+    if (!overwrite) {
+      const same = await verifySession(store, sessionId, state)
+      if (same.mismatches.length === 0) return { written: false }
+      throw new WaAuthStoreError('ERR_SESSION_EXISTS', `session "${sessionId}" already exists in the target store with other state; pass overwrite (--overwrite) to replace it`)
+    }
+    await store.deleteCreds(sessionId)
+  }
+  await store.saveCreds(sessionId, { creds: state.creds ?? undefined, keys: state.keys })
+  return { written: true }
+}
+
+/** Stored bytes of a value, for comparing what was meant with what was read back. */
+function canonical(value) {
+  return value == null ? null : Buffer.from(encodeValue(value))
+}
+
+/**
+ * Reads the session back and compares it with `expected` (`{ creds, keys }`) record by record.
+ * Returns `{ records, mismatches: [{ type, id, problem }] }`; `type` is 'creds' for the creds.
+ */
+async function verifySession(store, sessionId, expected) {
+  const actual = await readSession(store, sessionId)
+  const mismatches = []
+  let records = 0
+  const compare = (type, id, want, got) => {
+    records++
+    if (got == null) mismatches.push({ type, id, problem: 'missing' })
+    else if (!isDeepStrictEqual(canonical(want), canonical(got))) mismatches.push({ type, id, problem: 'different' })
+  }
+  if (expected.creds != null) compare('creds', '', expected.creds, actual.creds)
+  for (const type of Object.keys(expected.keys ?? {})) {
+    for (const id of Object.keys(expected.keys[type])) compare(type, id, expected.keys[type][id], actual.keys[type]?.[id])
+  }
+  for (const type of Object.keys(actual.keys)) {
+    for (const id of Object.keys(actual.keys[type])) {
+      if (expected.keys?.[type]?.[id] === undefined) mismatches.push({ type, id, problem: 'unexpected' })
+    }
+  }
+  return { records, mismatches }
+}
+
+/** Throws ERR_VERIFY_FAILED naming the first mismatches (ids only: never values). */
+function assertVerified(sessionId, result) {
+  if (result.mismatches.length === 0) return
+  const shown = result.mismatches.slice(0, 5).map((m) => `${m.type}/${m.id}: ${m.problem}`).join(', ')
+  const err = new WaAuthStoreError('ERR_VERIFY_FAILED', `session "${sessionId}": ${result.mismatches.length} of ${result.records} records did not read back as written (${shown})`)
+  err.mismatches = result.mismatches
+  throw err
+}
+
+module.exports = { toolOptions, sessionExists, countKeys, readSession, writeSession, verifySession, assertVerified, READ_CHUNK }
