@@ -85,13 +85,16 @@ keyed_statements!(
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {
     let url = opts.url.replacen("mariadb://", "mysql://", 1);
     let connect = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
-    let port = super::nodelay::url_port(&url, 3306);
+    let port = connect.get_port();
+    super::nodelay::register(port);
     MySqlPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.timeout)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                super::nodelay::enable_towards(port);
+                if !super::nodelay::set_before_connect() {
+                    super::nodelay::enable_towards(port);
+                }
                 // REPEATABLE READ (InnoDB's default) takes gap locks on the session rows a write
                 // locks before it may insert them: concurrent writes of new sessions deadlock.
                 // Every write here is one short transaction; READ COMMITTED is what it needs.

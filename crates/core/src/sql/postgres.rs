@@ -66,13 +66,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<PgPool, sqlx::Error> {
     let connect = PgConnectOptions::from_str(&opts.url)?;
-    let port = super::nodelay::url_port(&opts.url, 5432);
+    let port = connect.get_port();
+    super::nodelay::register(port);
     PgPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.timeout)
         .after_connect(move |_, _| {
             Box::pin(async move {
-                super::nodelay::enable_towards(port);
+                if !super::nodelay::set_before_connect() {
+                    super::nodelay::enable_towards(port);
+                }
                 Ok(())
             })
         })
