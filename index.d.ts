@@ -437,3 +437,51 @@ export interface SessionVerification {
 
 /** Decodes every record of the named sessions (default: all) and reports the corrupt ones. */
 export declare function verifySessions(store: BaileysAuthStore, sessionIds?: string[], options?: { onProgress?(done: number, total: number): void }): Promise<SessionVerification[]>
+
+/** What importSeedSessions repaired (what wa-auth-store 0.6 is known to corrupt). */
+export type SeedRepairKind = 'base64-text-buffers' | 'buffer-arrays' | 'app-state-key-data' | 'stale-sessions'
+
+export interface ImportSeedOptions extends ToolOptions {
+  /** The 0.6 package's SQL database (its MikroORM connection URL). */
+  fromDatabase?: string
+  /** Its table (default `credentials_entity`, the README's CredentialsEntity). */
+  fromTable?: string
+  /** Its Redis (preferred per record where both hold one). */
+  fromRedis?: string
+  /** The ioredis `keyPrefix` the application set (default none). */
+  fromRedisPrefix?: string
+  /** Sessions to import (default: every session either source holds). */
+  sessions?: string[]
+  /** 'union' (default): records only SQL still holds are taken from SQL; 'redis': Redis's keys only where Redis has the session. */
+  keySet?: 'union' | 'redis'
+}
+
+export interface ImportedSeedSession {
+  sessionId: string
+  source: 'redis' | 'sql' | 'both'
+  written: boolean
+  creds: boolean
+  counts: { [type: string]: number }
+  repaired: Partial<Record<SeedRepairKind, number>>
+  records: { redis: number; sql: number }
+  /** Records both copies held with different values after repair (Redis's won). */
+  conflicts: number
+  /** Records taken from SQL while Redis had the session. */
+  sqlOnly: number
+  /** Fields that name no known key type, left out. */
+  skipped: string[]
+  verified?: boolean
+}
+
+/** Imports sessions of wa-auth-store 0.6.x (its Redis keys and/or SQL table), repairing what it corrupted; one atomic write per session. */
+export declare function importSeedSessions(store: BaileysAuthStore, options: ImportSeedOptions): Promise<{ sessions: ImportedSeedSession[]; total: number; written: number }>
+
+/** Imports the one session of a Baileys useSqliteAuthState file (opened read-only). */
+export declare function importBaileysSqlite(store: BaileysAuthStore, file: string, sessionId: string, options?: ToolOptions): Promise<{
+  sessionId: string
+  written: boolean
+  creds: boolean
+  counts: { [type: string]: number }
+  repaired: Partial<Record<'base64-text-buffers' | 'buffer-arrays' | 'app-state-key-data', number>>
+  verified?: boolean
+}>

@@ -11,6 +11,8 @@ const { BaileysAuthStore, openAuthStore } = require('./lib/store.js')
 const { copySessions } = require('./lib/tools/copy.js')
 const { verifySessions } = require('./lib/tools/inspect.js')
 const { importMultiFileAuthState, exportMultiFileAuthState } = require('./lib/tools/multifile.js')
+const { importSeedSessions } = require('./lib/tools/import-seed.js')
+const { importBaileysSqlite } = require('./lib/tools/import-baileys-sqlite.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
 module.exports.BaileysOrmAdapter = BaileysOrmAdapter
@@ -26,3 +28,5 @@ module.exports.copySessions = copySessions
 module.exports.verifySessions = verifySessions
 module.exports.importMultiFileAuthState = importMultiFileAuthState
 module.exports.exportMultiFileAuthState = exportMultiFileAuthState
+module.exports.importSeedSessions = importSeedSessions
+module.exports.importBaileysSqlite = importBaileysSqlite

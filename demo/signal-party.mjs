@@ -18,8 +18,13 @@ export async function openParty(store, sessionId, jid) {
   return { ...auth, jid, keys, repo, creds: auth.state.creds }
 }
 
-/** B publishes pre-keys (Baileys' getNextPreKeys), A builds a session from B's bundle. */
+/** B publishes pre-keys (Baileys' getNextPreKeys), A builds a session from B's bundle; returns how many were published. */
 export async function introduce(a, b, preKeyCount = 30) {
+  return (await introduceWithPreKey(a, b, preKeyCount)).published
+}
+
+/** introduce(), telling which of B's pre-keys A's session took: `{ published, preKeyId }`. */
+export async function introduceWithPreKey(a, b, preKeyCount = 30) {
   const { update, preKeys } = await getNextPreKeys({ creds: b.creds, keys: b.keys }, preKeyCount)
   Object.assign(b.creds, update)
   await b.saveCreds()
@@ -37,7 +42,7 @@ export async function introduce(a, b, preKeyCount = 30) {
       preKey: { keyId: Number(keyId), publicKey: signalPub(preKey.public) },
     },
   })
-  return Object.keys(preKeys).length
+  return { published: Object.keys(preKeys).length, preKeyId: Number(keyId) }
 }
 
 /** Encrypts `text` from `from` to `to` and decrypts it on the other side. */

@@ -110,11 +110,12 @@ function buildProgram() {
       .description("a Baileys useMultiFileAuthState folder (6.x and 7.x layouts)")
       .option('--session <id>', 'session id to import it as')
       .option('--overwrite', 'replace the session if the target holds another state for it')
-      .option('--verify', 'read every record back and compare'),
+      .option('--verify', 'read every record back and compare')
+      .option('--dry-run', 'read and check, write nothing'),
   ).action(
     action(async (store, opts, [folder]) => {
       const sid = requireSession(opts)
-      return withProgress('import', opts, (onProgress) => tools('multifile').importMultiFileAuthState(store, folder, sid, { overwrite: opts.overwrite === true, verify: opts.verify === true, onProgress }))
+      return withProgress('import', opts, (onProgress) => tools('multifile').importMultiFileAuthState(store, folder, sid, { overwrite: opts.overwrite === true, verify: opts.verify === true, dryRun: opts.dryRun === true, onProgress }))
     }, importText),
   )
   storeOptions(
@@ -126,8 +127,10 @@ function buildProgram() {
       .option('--from-redis <url>', 'its Redis (preferred over SQL where both hold a session)')
       .option('--from-redis-prefix <prefix>', 'the ioredis keyPrefix your application set')
       .option('--session <id>', 'a session to import (repeatable; default: all)', collect)
+      .option('--key-set <set>', "'union' (default): records only SQL still holds are taken from SQL; 'redis': Redis's keys only")
       .option('--overwrite', 'replace sessions the target holds another state for')
-      .option('--verify', 'read every record back and compare'),
+      .option('--verify', 'read every record back and compare')
+      .option('--dry-run', 'read and repair, write nothing'),
   ).action(
     action(async (store, opts) => {
       return withProgress('import', opts, (onProgress) =>
@@ -137,8 +140,10 @@ function buildProgram() {
           fromRedis: opts.fromRedis,
           fromRedisPrefix: opts.fromRedisPrefix,
           sessions: opts.session,
+          keySet: opts.keySet,
           overwrite: opts.overwrite === true,
           verify: opts.verify === true,
+          dryRun: opts.dryRun === true,
           onProgress,
         }),
       )
@@ -150,11 +155,12 @@ function buildProgram() {
       .description("a useSqliteAuthState file (creds and signal_keys tables)")
       .option('--session <id>', 'session id to import it as')
       .option('--overwrite', 'replace the session if the target holds another state for it')
-      .option('--verify', 'read every record back and compare'),
+      .option('--verify', 'read every record back and compare')
+      .option('--dry-run', 'read and check, write nothing'),
   ).action(
     action(async (store, opts, [file]) => {
       const sid = requireSession(opts)
-      return withProgress('import', opts, (onProgress) => tools('import-baileys-sqlite').importBaileysSqlite(store, file, sid, { overwrite: opts.overwrite === true, verify: opts.verify === true, onProgress }))
+      return withProgress('import', opts, (onProgress) => tools('import-baileys-sqlite').importBaileysSqlite(store, file, sid, { overwrite: opts.overwrite === true, verify: opts.verify === true, dryRun: opts.dryRun === true, onProgress }))
     }, importText),
   )
 
@@ -170,7 +176,7 @@ function buildProgram() {
     action(
       async (store, opts, [folder]) => {
         const sid = requireSession(opts)
-        return withProgress('export', opts, (onProgress) => tools('multifile').exportMultiFileAuthState(store, sid, folder, { overwrite: opts.overwrite === true, verify: opts.verify === true, onProgress }))
+        return withProgress('export', opts, (onProgress) => tools('multifile').exportMultiFileAuthState(store, sid, folder, { overwrite: opts.overwrite === true, verify: opts.verify === true, dryRun: opts.dryRun === true, onProgress }))
       },
       (r) => `${r.sessionId}: ${r.files} files written (${counts(r.counts)})`,
     ),
