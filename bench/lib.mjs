@@ -1,5 +1,6 @@
-// Shared helpers of the benchmarks: timing, percentiles, realistic Baileys values, an own Redis.
+// Shared helpers of the benchmarks: timing, percentiles, realistic Baileys values, an own Redis, CPU accounting.
 import { execFileSync } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 
 export { OwnRedis } from '../__test__/support/own-redis.mjs'
@@ -87,4 +88,51 @@ export function machine() {
     rustc = execFileSync('rustc', ['--version']).toString().trim()
   } catch {}
   return `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${rustc}`
+}
+
+/** On-CPU nanoseconds of every thread of process `pid` (Linux schedstat), 0 when unreadable. */
+function taskCpuNs(pid) {
+  let total = 0
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      const f = readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8')
+      total += Number(f.split(' ')[0])
+    }
+  } catch {
+    // the process or thread ended: its time is gone with it
+  }
+  return total
+}
+
+/** The pids of the processes whose command name is `comm`. */
+function pidsOf(comm) {
+  const out = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm) out.push(Number(d))
+    } catch {}
+  }
+  return out
+}
+
+/**
+ * CPU time so far of this Node process, the Redis server (`redisPid`) and every PostgreSQL
+ * process, in microseconds; the difference of two snapshots is what a workload cost each.
+ */
+export function cpuSnapshot(redisPid) {
+  const u = process.cpuUsage()
+  return {
+    node: u.user + u.system,
+    redis: redisPid ? taskCpuNs(redisPid) / 1000 : 0,
+    postgres: pidsOf('postgres').reduce((n, pid) => n + taskCpuNs(pid), 0) / 1000,
+  }
+}
+
+/** Per-operation CPU (µs) between two snapshots. */
+export function cpuPerOp(a, b, ops) {
+  const per = (k) => (b[k] - a[k]) / ops
+  const out = { node: per('node'), redis: per('redis'), postgres: per('postgres') }
+  out.total = out.node + out.redis + out.postgres
+  return out
 }

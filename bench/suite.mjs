@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import Redis from 'ioredis'
 import pg from 'pg'
-import { creds, fmt, median, now, pairedSession, percentile, preKey, senderKey, signalSession } from './lib.mjs'
+import { cpuPerOp, cpuSnapshot, creds, fmt, median, now, pairedSession, percentile, preKey, senderKey, signalSession } from './lib.mjs'
 import { systemList } from './systems.mjs'
 
 const run = promisify(execFile)
@@ -15,13 +15,14 @@ let uniq = 0
 const id = (w) => `${w}-${process.pid}-${uniq++}`
 
 const workloads = {
-  async 'message loop (100 sessions, get + durable set)'(sys) {
+  async 'message loop (100 sessions, get + durable set)'(sys, ctx) {
     const sessions = 100
     const iters = Number(process.env.BENCH_LOOP_ITERS ?? 10)
     const jid = '5511999999999.0'
     const sids = Array.from({ length: sessions }, () => id('loop'))
     await Promise.all(sids.map((sid) => sys.set(sid, { session: { [jid]: signalSession(0) } })))
     const lat = []
+    const cpu0 = cpuSnapshot(ctx.redisPid)
     const t0 = now()
     await Promise.all(
       sids.map(async (sid) => {
@@ -35,7 +36,8 @@ const workloads = {
       }),
     )
     const ms = now() - t0
-    return { value: (sessions * iters) / (ms / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
+    const cpu = cpuPerOp(cpu0, cpuSnapshot(ctx.redisPid), sessions * iters)
+    return { value: (sessions * iters) / (ms / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99), cpuNode: cpu.node, cpuRedis: cpu.redis, cpuPostgres: cpu.postgres, cpuTotal: cpu.total }
   },
 
   async 'group fan-out (get 200 sessions + sender key)'(sys, ctx) {
@@ -100,6 +102,17 @@ const workloads = {
       const { stdout } = await run(process.execPath, [child, JSON.stringify({ config: spec.config ?? {}, sid, key })])
       times.push(JSON.parse(stdout).ms)
     }
+    // the URL as users write it: no sslmode, so sqlx negotiates TLS (sslmode=prefer) on each connection
+    let defaultUrl
+    const plain = spec.config?.database?.startsWith('postgres') ? spec.config.database.replace(/[?&]sslmode=disable\b/, '') : null
+    if (plain && plain !== spec.config.database) {
+      const d = []
+      for (let i = 0; i < 5; i++) {
+        const { stdout } = await run(process.execPath, [child, JSON.stringify({ config: { ...spec.config, database: plain }, sid, key })])
+        d.push(JSON.parse(stdout).ms)
+      }
+      defaultUrl = median(d)
+    }
     let bare
     if (spec.config?.database?.startsWith('postgres')) {
       const b = []
@@ -109,7 +122,7 @@ const workloads = {
       }
       bare = median(b)
     }
-    return { value: median(times), unit: 'ms p50', p50: median(times), p99: percentile(times, 99), bareSelect: bare }
+    return { value: median(times), unit: 'ms p50', p50: median(times), p99: percentile(times, 99), bareSelect: bare, defaultUrl }
   },
 
   async 'saveCreds (~2 KB creds, sequential)'(sys) {
@@ -162,8 +175,13 @@ async function footprint(list, ctx, print) {
 export async function runSuite({ services, print = console.log }) {
   const list = await systemList(services)
   const ctx = { redis: services.redis ? new Redis(services.redis) : null, pg: services.postgres ? new pg.Pool({ connectionString: services.postgres }) : null }
+  // the Redis server's pid, to count its CPU per write (a server on another machine reads as 0)
+  ctx.redisPid = ctx.redis ? Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]) || null : null
   const results = {}
+  // BENCH_WORKLOADS=loop,cold: only the workloads whose names contain one of those words
+  const only = process.env.BENCH_WORKLOADS?.split(',').filter(Boolean)
   for (const [wl, fn] of Object.entries(workloads)) {
+    if (only && !only.some((w) => wl.includes(w))) continue
     results[wl] = Object.fromEntries(list.map((s) => [s.name, []]))
     for (let r = 0; r < ROUNDS; r++) {
       // interleaved: every system once per round, the order rotated each round
@@ -239,6 +257,13 @@ function printWorkload(wl, bySystem, print) {
     if (Number.isFinite(nb)) extra.push(`store, bytes without decode ${fmt(nb, 2)} ms (${fmt(nb / raw, 2)}x raw)`)
     const bare = med(runs, 'bareSelect')
     if (Number.isFinite(bare)) extra.push(`bare SELECT ${fmt(bare, 2)} ms (${fmt(v / bare, 2)}x)`)
+    const cpu = med(runs, 'cpuTotal')
+    if (Number.isFinite(cpu)) {
+      const base = community ? med(community[1], 'cpuTotal') : NaN
+      extra.push(`CPU per write ${fmt(cpu, 0)} µs (node ${fmt(med(runs, 'cpuNode'), 0)}, redis ${fmt(med(runs, 'cpuRedis'), 0)}, postgres ${fmt(med(runs, 'cpuPostgres'), 0)})${Number.isFinite(base) ? `, ${fmt(cpu / base, 2)}x community's` : ''}`)
+    }
+    const du = med(runs, 'defaultUrl')
+    if (Number.isFinite(du)) extra.push(`URL without sslmode (TLS negotiated) ${fmt(du, 2)} ms${community ? ` (${fmt(med(community[1], 'value') / du, 2)}x community)` : ''}`)
     print(`| ${name} | ${fmt(v, first.higher ? 0 : 2)} | ${fmt(med(runs, 'p50'), 2)} | ${fmt(med(runs, 'p99'), 2)} | ${ratioTo(v, community)} | ${ratioTo(v, floor)} | ${extra.join('; ')} |`)
   }
 }
