@@ -111,9 +111,13 @@ export interface StoreOptions {
   lease?: false | LeaseOptions
 }
 
+/** Codes of the background reports (README, "What reaches the logger"), besides any backend `ERR_*`. */
+export type LogCode = 'WARN_REDIS_BEHIND' | 'WARN_RECORD_LOST' | 'WARN_TRACKING' | 'ERR_LEASE' | WaAuthStoreErrorCode
+
+/** Where background failures go (pino's shape). */
 export interface Logger {
-  warn(obj: { code: string; component: string }, msg: string): void
-  error?(obj: { code: string; component: string }, msg: string): void
+  warn(obj: { code: LogCode; component: 'wa-auth-store' }, msg: string): void
+  error?(obj: { code: LogCode; component: 'wa-auth-store' }, msg: string): void
 }
 
 export interface LeaseOptions {
