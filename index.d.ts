@@ -489,3 +489,44 @@ export declare function importBaileysSqlite(store: BaileysAuthStore, file: strin
   repaired: Partial<Record<'base64-text-buffers' | 'buffer-arrays' | 'app-state-key-data', number>>
   verified?: boolean
 }>
+
+export type PruneRule = 'expired-tctoken' | 'superseded-pn-session' | 'superseded-pn-identity-key' | 'left-group-sender-key-memory'
+
+export interface PruneOptions {
+  /** Report records and bytes per key type, delete nothing. */
+  dryRun?: boolean
+  /** What "expired" is measured against (default now). */
+  now?: Date | number
+  /** The rules to run (default all). */
+  rules?: PruneRule[]
+  /** Group JIDs (…@g.us) the account left: their sender-key-memory is deleted. */
+  groupsLeft?: string[]
+  onProgress?: (done: number, total: number, sessionId: string) => void
+}
+
+export interface PruneCount {
+  records: number
+  bytes: number
+}
+
+export interface PruneSessionReport {
+  sessionId: string
+  kinds: { [type: string]: PruneCount }
+  records: number
+  bytes: number
+  pruned: boolean
+  /** A session a running bot holds is left alone. */
+  skipped?: { code: 'ERR_SESSION_LOCKED'; reason: string }
+}
+
+export interface PruneResult {
+  dryRun: boolean
+  now: number
+  sessions: PruneSessionReport[]
+  totals: { sessions: number; pruned: number; skipped: number; records: number; bytes: number; kinds: { [type: string]: PruneCount } }
+}
+
+export declare const PRUNE_RULES: readonly PruneRule[]
+
+/** Deletes state Baileys provably never reads again (README, Pruning); one atomic write per session, under its lease. */
+export declare function prune(store: BaileysAuthStore, sessionId?: string | string[] | null, options?: PruneOptions): Promise<PruneResult>

@@ -13,6 +13,7 @@ const { verifySessions } = require('./lib/tools/inspect.js')
 const { importMultiFileAuthState, exportMultiFileAuthState } = require('./lib/tools/multifile.js')
 const { importSeedSessions } = require('./lib/tools/import-seed.js')
 const { importBaileysSqlite } = require('./lib/tools/import-baileys-sqlite.js')
+const { prune, RULES: PRUNE_RULES } = require('./lib/tools/prune.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
 module.exports.BaileysOrmAdapter = BaileysOrmAdapter
@@ -30,3 +31,5 @@ module.exports.importMultiFileAuthState = importMultiFileAuthState
 module.exports.exportMultiFileAuthState = exportMultiFileAuthState
 module.exports.importSeedSessions = importSeedSessions
 module.exports.importBaileysSqlite = importBaileysSqlite
+module.exports.prune = prune
+module.exports.PRUNE_RULES = PRUNE_RULES

@@ -2,7 +2,7 @@
 // stores: sessions, describe, stats, verify (with a record corrupted behind the store's back),
 // delete, copy from the embedded SQLite file to Redis + PostgreSQL and back, exit codes.
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -194,6 +194,28 @@ describe('wa-auth-store CLI', () => {
     expect(readdirSync(out).sort()).toEqual(readdirSync(folder).sort())
     for (const f of readdirSync(folder)) expect(readFileSync(join(out, f), 'utf8')).toBe(readFileSync(join(folder, f), 'utf8'))
     expect((await json('delete', sid, '--database', sqlite)).deleted).toBe(sid)
+  })
+
+  it('prune --dry-run reports per session and deletes nothing; a real prune keeps what Baileys needs', async () => {
+    const dry = await json('prune', '--dry-run', '--database', sqlite)
+    expect(dry.dryRun).toBe(true)
+    expect(dry.sessions.map((s) => s.sessionId).sort()).toEqual([fresh, registered].sort())
+    // pre-keys and sessions with no lid-mapping are never pruned
+    expect(dry.totals.records).toBe(0)
+    const real = await json('prune', registered, '--database', sqlite)
+    expect(real).toMatchObject({ dryRun: false, totals: { records: 0, skipped: 0 } })
+    expect((await json('describe', registered, '--database', sqlite)).keys).toBe(41)
+    expect((await cli('prune', '--rule', 'no-such-rule', '--database', sqlite)).code).toBe(1)
+  })
+
+  it.skipIf(!existsSync('/usr/bin/script'))('draws a progress bar on a terminal and plain lines elsewhere', async () => {
+    // script(1) gives the command a pseudo-terminal, as a user's shell would
+    const env = { ...process.env, REDIS_URL: '', DATABASE_URL: '' }
+    const { stdout } = await run('script', ['-qec', `${process.execPath} ${bin} verify --database ${sqlite}`, '/dev/null'], { env, cwd: dir, timeout: 60_000 })
+    expect(stdout).toMatch(/verify \[[\u2588\u2591]+\] (\d+)\/\1 /)
+    const piped = await cli('verify', '--database', sqlite)
+    expect(piped.stderr).toMatch(/^verify: (\d+)\/\1$/m)
+    expect(piped.stderr).not.toMatch(/\u2588/)
   })
 
   it('deletes a session', async () => {

@@ -294,6 +294,31 @@ function buildProgram() {
     ),
   )
 
+  storeOptions(
+    program
+      .command('prune [id]')
+      .description('delete state Baileys never reads again (see README, Pruning); default: every session')
+      .option('--dry-run', 'report records and bytes per key type, delete nothing')
+      .option('--group-left <jid>', 'a group the account left: its sender-key-memory goes (repeatable)', collect)
+      .option('--rule <name>', 'run only this rule (repeatable; default: all)', collect),
+  ).action(async (...args) => {
+    let skipped = 0
+    await action(
+      async (store, opts, [id]) => {
+        const r = await withProgress('prune', opts, (onProgress) => tools('prune').prune(store, id, { dryRun: opts.dryRun === true, groupsLeft: opts.groupLeft, rules: opts.rule, onProgress }))
+        skipped = r.totals.skipped
+        return r
+      },
+      (r) => {
+        const verb = r.dryRun ? 'would delete' : 'deleted'
+        const perSession = r.sessions.map((s) => (s.skipped ? `${s.sessionId}: skipped (${s.skipped.reason})` : `${s.sessionId}: ${verb} ${counts(Object.fromEntries(Object.entries(s.kinds).map(([t, k]) => [t, k.records])))} (${bytes(s.bytes)})`))
+        const total = `${verb} ${r.totals.records} records, ${bytes(r.totals.bytes)}, in ${r.totals.sessions} sessions${r.totals.skipped ? `; ${r.totals.skipped} skipped` : ''}`
+        return [...perSession, total].join('\n')
+      },
+    )(...args)
+    if (skipped > 0) process.exitCode = 1
+  })
+
   return program
 }
 
