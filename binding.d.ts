@@ -90,7 +90,12 @@ export declare class RedisConnection {
 /** One SQL pool (sqlx) with the schema migrated, shared by the stores built on it. */
 export declare class SqlConnection {
   static connect(options: SqlConnectOptions): Promise<SqlConnection>
-  /** `postgres`, `mysql` or `sqlite`. */
+  /**
+   * The durable tier of a persistence plug-in: `handler(requestJson)` answers each operation
+   * (lib/persistence/driver.js builds it from a Persistence object).
+   */
+  static fromPlugin(handler: (request: string) => Promise<string>, options?: PluginConnectOptions | undefined | null): SqlConnection
+  /** `postgres`, `mysql`, `sqlite` or `plugin`. */
   get dialect(): string
   schemaVersion(): Promise<number>
   /**
@@ -225,6 +230,13 @@ export interface NativeWriteOptions {
   ttlMs?: number
   /** Write although another process holds the session's lease (fences it). */
   force?: boolean
+}
+
+export interface PluginConnectOptions {
+  /** Deadline of one operation in milliseconds (default 5000). */
+  timeoutMs?: number
+  /** Group commits sent to the plug-in at once (default 2). */
+  parallel?: number
 }
 
 export interface RedisConnectOptions {

@@ -256,7 +256,7 @@ export interface StoreStats {
 }
 
 export declare class BaileysAuthStore {
-  constructor(redisAdapter?: BaileysRedisAdapter | null, ormAdapter?: BaileysOrmAdapter | null, options?: StoreOptions)
+  constructor(redisAdapter?: BaileysRedisAdapter | null, ormAdapter?: BaileysOrmAdapter | Persistence | null, options?: StoreOptions)
   /** null for an unknown session. */
   getCreds(sessionId: string): Promise<{ creds: any } | null>
   /** Writes creds and/or keys as one atomic unit. */
@@ -306,6 +306,8 @@ export interface OpenAuthStoreOptions extends StoreOptions {
   redis?: string | RedisOptions | null
   /** Database URL or options; default DATABASE_URL, else `sqlite://./wa-auth-store.db`. null: no SQL. */
   database?: string | SqlOptions | null
+  /** A persistence plug-in standing in for the database (then leave `database` out). */
+  persistence?: Persistence
 }
 
 /** Opens a store; with no arguments the embedded default (SQLite file + in-process cache). */
@@ -530,3 +532,102 @@ export declare const PRUNE_RULES: readonly PruneRule[]
 
 /** Deletes state Baileys provably never reads again (README, Pruning); one atomic write per session, under its lease. */
 export declare function prune(store: BaileysAuthStore, sessionId?: string | string[] | null, options?: PruneOptions): Promise<PruneResult>
+
+/** A session's row as a Persistence stores it (README, "Persistence of your own"). */
+export interface PersistenceSession {
+  sessionId?: string
+  creds: Buffer | null
+  credsVersion: number
+  version: number
+  clearedVersion: number
+  epoch: number
+  createdAt: number
+  updatedAt: number
+}
+
+/** A key row; `value: null` is a tombstone, to be kept. */
+export interface PersistenceKey {
+  sessionId?: string
+  type: string
+  id: string
+  value: Buffer | null
+  version: number
+  updatedAt?: number
+}
+
+export interface PersistenceLease {
+  sessionId?: string
+  token: string
+  holder: string
+  epoch: number
+  expiresAt: number
+  acquiredAt: number
+}
+
+export interface PersistenceKeyListing {
+  type: string
+  id: string
+  version: number
+  /** Value bytes; null for a tombstone. */
+  size: number | null
+}
+
+export interface PersistenceSessionListing {
+  sessionId: string
+  hasCreds: boolean
+  version: number
+  updatedAt: number
+}
+
+/** What a Persistence transaction offers: reads and writes of one session's rows. */
+export interface PersistenceTransaction {
+  getSession(): Promise<PersistenceSession | null>
+  putSession(row: PersistenceSession): Promise<void>
+  getKeys(refs: Array<{ type: string; id: string }>): Promise<PersistenceKey[]>
+  putKeys(rows: PersistenceKey[]): Promise<void>
+  deleteKeysBelow(version: number): Promise<void>
+  getLease(): Promise<PersistenceLease | null>
+  putLease(row: PersistenceLease): Promise<void>
+  deleteLease(): Promise<void>
+}
+
+/**
+ * A durable tier of your own (an ORM, a database the store does not speak). It only stores rows;
+ * versions, tombstones, fencing and lease decisions are the store's. `transaction` must run `fn`
+ * alone among the session's transactions (across processes too) and apply all or none of it.
+ */
+export interface Persistence {
+  transaction<T>(sessionId: string, fn: (tx: PersistenceTransaction) => Promise<T>): Promise<T>
+  getSession(sessionId: string): Promise<PersistenceSession | null>
+  getKeys(sessionId: string, type: string, ids: string[]): Promise<PersistenceKey[]>
+  listKeys(sessionId: string, type?: string): Promise<PersistenceKeyListing[]>
+  listSessions(): Promise<PersistenceSessionListing[]>
+  deleteSession(sessionId: string): Promise<void>
+  close?(): Promise<void>
+}
+
+/** Turns a Persistence into what the core calls (one JSON request, one JSON answer); for adapter authors' tests. */
+export declare class PersistenceDriver {
+  constructor(persistence: Persistence, options?: { now?: () => number })
+  handle(requestJson: string): Promise<string>
+}
+
+/** A Persistence in this process's memory: tests, demos, and the reference for writing your own. */
+export interface MemoryPersistence extends Persistence {}
+export declare class MemoryPersistence {
+  /** Keeps the data: a new store can reopen the same object, like a restart. */
+  close(): Promise<void>
+}
+
+/** A Persistence on MikroORM 6 (PostgreSQL): tables wa_orm_auth_{sessions,keys,leases}, the session row locked FOR UPDATE. */
+export interface MikroOrmPersistence extends Persistence {}
+export declare class MikroOrmPersistence {
+  /** The EntitySchemas to add to your MikroORM `entities`. */
+  static readonly entities: unknown[]
+  static readonly schemas: { Session: unknown; Key: unknown; Lease: unknown }
+  /** Creates the three tables if they are missing (or make them with your migrations). */
+  static ensureSchema(orm: unknown): Promise<void>
+  /** `closeOrm`: close the ORM when the store closes (default false: it is yours). */
+  constructor(orm: unknown, options?: { closeOrm?: boolean })
+  close(): Promise<void>
+}

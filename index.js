@@ -14,6 +14,9 @@ const { importMultiFileAuthState, exportMultiFileAuthState } = require('./lib/to
 const { importSeedSessions } = require('./lib/tools/import-seed.js')
 const { importBaileysSqlite } = require('./lib/tools/import-baileys-sqlite.js')
 const { prune, RULES: PRUNE_RULES } = require('./lib/tools/prune.js')
+const { PersistenceDriver } = require('./lib/persistence/driver.js')
+const { MemoryPersistence } = require('./lib/persistence/memory.js')
+const { MikroOrmPersistence } = require('./lib/persistence/mikro-orm.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
 module.exports.BaileysOrmAdapter = BaileysOrmAdapter
@@ -33,3 +36,6 @@ module.exports.importSeedSessions = importSeedSessions
 module.exports.importBaileysSqlite = importBaileysSqlite
 module.exports.prune = prune
 module.exports.PRUNE_RULES = PRUNE_RULES
+module.exports.PersistenceDriver = PersistenceDriver
+module.exports.MemoryPersistence = MemoryPersistence
+module.exports.MikroOrmPersistence = MikroOrmPersistence

@@ -223,7 +223,7 @@ for (const cfg of configs) {
       const sid = uniqueId('ttl')
       const raw = new Redis(cfg.redis)
       try {
-        if (cfg.database) {
+        if (cfg.database || cfg.plugin) {
           await store.saveCreds(sid, { creds: { a: 1 }, keys: { session: { x: { v: 1 } } } }, { ttl: 120 })
           const ttl = await raw.pttl(`wa:{s:${sid}}:k:session`)
           expect(ttl).toBeGreaterThan(100_000)

@@ -111,9 +111,35 @@ class BaileysRedisAdapter extends Adapter {
   }
 }
 
+/** The methods every persistence plug-in has (lib/persistence/driver.js documents them). */
+const PERSISTENCE_METHODS = ['transaction', 'getSession', 'getKeys', 'listKeys', 'listSessions', 'deleteSession']
+
+/** `{ persistence, timeoutMs, parallel }` checked; null when the options name no plug-in. */
+function pluginOptions(o) {
+  if (!isPlainObject(o) || o.persistence === undefined) return null
+  const { persistence, timeoutMs, parallel } = o
+  if (persistence === null || typeof persistence !== 'object') throw invalid('persistence must be an object implementing the Persistence interface')
+  const missing = PERSISTENCE_METHODS.filter((m) => typeof persistence[m] !== 'function')
+  if (missing.length) throw invalid(`persistence is missing ${missing.join(', ')} (see "Persistence of your own" in the README)`)
+  optionalMillis(timeoutMs)
+  if (parallel != null && !(Number.isInteger(parallel) && parallel >= 1 && parallel <= 64)) throw configError('parallel must be an integer from 1 to 64')
+  return { persistence, timeoutMs, parallel }
+}
+
 class BaileysOrmAdapter extends Adapter {
-  /** @param urlOrOptions 'postgres://…' | 'mysql://…' | 'sqlite://file' | 'sqlite::memory:' | { url, maxConnections, timeoutMs } */
+  /**
+   * @param urlOrOptions 'postgres://…' | 'mysql://…' | 'sqlite://file' | 'sqlite::memory:' |
+   *   { url, maxConnections, timeoutMs } | { persistence, timeoutMs, parallel } (a plug-in)
+   */
   constructor(urlOrOptions, legacyEntity) {
+    const plugin = reading('database options', () => pluginOptions(urlOrOptions))
+    if (plugin) {
+      // required here, not at the top: the driver needs nothing of this module
+      const { PersistenceDriver } = require('./persistence/driver.js')
+      const driver = new PersistenceDriver(plugin.persistence)
+      super(() => SqlConnection.fromPlugin((request) => driver.handle(request), { timeoutMs: plugin.timeoutMs, parallel: plugin.parallel }))
+      return
+    }
     const options = reading('database options', () => sqlOptions(urlOrOptions, legacyEntity))
     super(() => SqlConnection.connect(options))
   }
@@ -123,10 +149,10 @@ class BaileysOrmAdapter extends Adapter {
     return this._native
   }
 
-  /** 'postgres' | 'mysql' | 'sqlite', once connected. */
+  /** 'postgres' | 'mysql' | 'sqlite' | 'plugin', once connected. */
   get dialect() {
     return this._native?.dialect ?? null
   }
 }
 
-module.exports = { BaileysRedisAdapter, BaileysOrmAdapter }
+module.exports = { BaileysRedisAdapter, BaileysOrmAdapter, PERSISTENCE_METHODS }

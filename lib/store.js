@@ -130,8 +130,12 @@ class BaileysAuthStore {
     if (redisAdapter != null && !(redisAdapter instanceof BaileysRedisAdapter)) {
       throw invalid('the first argument must be a BaileysRedisAdapter or null')
     }
+    // a Persistence plug-in stands in for the SQL tier
+    if (ormAdapter != null && !(ormAdapter instanceof BaileysOrmAdapter) && typeof ormAdapter.transaction === 'function') {
+      ormAdapter = new BaileysOrmAdapter({ persistence: ormAdapter })
+    }
     if (ormAdapter != null && !(ormAdapter instanceof BaileysOrmAdapter)) {
-      throw invalid('the second argument must be a BaileysOrmAdapter or null')
+      throw invalid('the second argument must be a BaileysOrmAdapter, a Persistence plug-in or null')
     }
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
@@ -411,11 +415,18 @@ const DEFAULT_DATABASE = 'sqlite://./wa-auth-store.db'
  * Opens a store from URLs. With no arguments (and no REDIS_URL / DATABASE_URL in the environment)
  * it is the embedded default: SQLite file ./wa-auth-store.db plus the in-process cache.
  * Pass `redis: null` or `database: null` to leave a tier out even when the environment names it.
+ * `persistence` (a Persistence plug-in) stands in for the database.
  */
 async function openAuthStore(options) {
   const { redis, database, rest } = reading('openAuthStore options', () => {
     if (options != null && !isPlainObject(options)) throw invalid('openAuthStore takes an options object')
-    const { redis = process.env.REDIS_URL || null, database = process.env.DATABASE_URL || DEFAULT_DATABASE, ...rest } = options ?? {}
+    const { redis = process.env.REDIS_URL || null, persistence, ...others } = options ?? {}
+    if (persistence !== undefined) {
+      // a plug-in is the durable tier: a database URL beside it would be a second one
+      if (others.database !== undefined) throw invalid('pass either database or persistence, not both')
+      return { redis, database: { persistence }, rest: others }
+    }
+    const { database = process.env.DATABASE_URL || DEFAULT_DATABASE, ...rest } = others
     return { redis, database, rest }
   })
   // Only null leaves a tier out: '', 0 or false is a mistake, which the adapter refuses.

@@ -1,9 +1,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, Either3};
+use napi::bindgen_prelude::{Buffer, Either3, Promise};
+use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use wa_auth_core::config::DEFAULT_TIMEOUT;
+use wa_auth_core::sql::plugin::PluginTransport;
 use wa_auth_core::sql::raw::Cell;
 use wa_auth_core::sql::Dialect;
 use wa_auth_core::{SqlOptions, SqlStore};
@@ -23,6 +25,38 @@ pub struct SqlConnectOptions {
     pub migrate: Option<bool>,
     /// Open a SQLite file read-only and unchanged (default false).
     pub read_only: Option<bool>,
+}
+
+/// What a persistence plug-in's handler is: a JSON request in, a Promise of the JSON answer out.
+/// Weak: an idle store keeps no Node process alive (a call in flight has the store's own
+/// pending promise keeping the loop alive).
+type PluginFn = ThreadsafeFunction<String, Promise<String>, String, napi::Status, false, true>;
+
+struct JsPlugin(Arc<PluginFn>);
+
+impl PluginTransport for JsPlugin {
+    fn call(
+        &self,
+        request: String,
+    ) -> futures_boxed::BoxFuture<'static, std::result::Result<String, String>> {
+        let f = self.0.clone();
+        Box::pin(async move {
+            let answer = f.call_async(request).await.map_err(|e| e.reason.clone())?;
+            answer.await.map_err(|e| e.reason.clone())
+        })
+    }
+}
+
+mod futures_boxed {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+#[napi(object)]
+pub struct PluginConnectOptions {
+    /// Deadline of one operation in milliseconds (default 5000).
+    pub timeout_ms: Option<f64>,
+    /// Group commits sent to the plug-in at once (default 2).
+    pub parallel: Option<u32>,
 }
 
 /// One SQL pool (sqlx) with the schema migrated, shared by the stores built on it.
@@ -46,13 +80,35 @@ impl SqlConnection {
         Ok(SqlConnection { inner })
     }
 
-    /// `postgres`, `mysql` or `sqlite`.
+    /// The durable tier of a persistence plug-in: `handler(requestJson)` answers each operation
+    /// (lib/persistence/driver.js builds it from a Persistence object).
+    #[napi(
+        factory,
+        ts_args_type = "handler: (request: string) => Promise<string>, options?: PluginConnectOptions | undefined | null"
+    )]
+    pub fn from_plugin(
+        handler: PluginFn,
+        options: Option<PluginConnectOptions>,
+    ) -> napi::Result<SqlConnection> {
+        let (timeout_ms, parallel) = options.map_or((None, None), |o| (o.timeout_ms, o.parallel));
+        let timeout = millis(timeout_ms, DEFAULT_TIMEOUT)?;
+        let inner = SqlStore::from_plugin(
+            Arc::new(JsPlugin(Arc::new(handler))),
+            timeout,
+            parallel.unwrap_or(2),
+        )
+        .napi()?;
+        Ok(SqlConnection { inner })
+    }
+
+    /// `postgres`, `mysql`, `sqlite` or `plugin`.
     #[napi(getter)]
     pub fn dialect(&self) -> &'static str {
         match self.inner.dialect() {
             Dialect::Postgres => "postgres",
             Dialect::MySql => "mysql",
             Dialect::Sqlite => "sqlite",
+            Dialect::Plugin => "plugin",
         }
     }
 

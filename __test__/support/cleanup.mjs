@@ -11,6 +11,8 @@ import mysql from 'mysql2/promise'
 const RUN = `${process.pid}${Date.now().toString(36)}`
 const prefixes = () => [`wa-test-js-${process.env.WA_TEST_RUN}-`, 'wa-test-rs-']
 const TABLES = ['wa_auth_keys', 'wa_auth_sessions', 'wa_auth_leases']
+// the MikroORM plug-in's tables (PostgreSQL only; elsewhere the DELETE fails and is ignored)
+const PLUGIN_TABLES = ['wa_orm_auth_keys', 'wa_orm_auth_sessions', 'wa_orm_auth_leases']
 
 async function cleanRedis(url) {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
@@ -50,7 +52,7 @@ async function cleanPostgres(url) {
   const client = new pg.Client({ connectionString: url })
   try {
     await client.connect()
-    for (const p of prefixes()) for (const t of TABLES) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`%${p}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of [...TABLES, ...PLUGIN_TABLES]) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`%${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {

@@ -1,12 +1,33 @@
 // Every backend combination the conformance suite runs against. `open()` returns a new store on
 // the same backends each time, so a test can reopen and read what another store wrote.
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, openAuthStore } from '../../index.js'
+import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, MemoryPersistence, MikroOrmPersistence, openAuthStore } from '../../index.js'
 import { service } from './services.mjs'
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'wa-auth-store-'))
+// the SQLite files' folders go when the test process ends
+const folders = []
+process.on('exit', () => {
+  for (const f of folders) rmSync(f, { recursive: true, force: true })
+})
+const tmp = () => {
+  const f = mkdtempSync(join(tmpdir(), 'wa-auth-store-'))
+  folders.push(f)
+  return f
+}
+
+/** One MikroORM (PostgreSQL) per test process, its tables made once; closed when the process ends. */
+let orm
+async function mikroOrm(postgres) {
+  orm ??= (async () => {
+    const { MikroORM } = await import('@mikro-orm/postgresql')
+    const o = await MikroORM.init({ clientUrl: postgres, entities: MikroOrmPersistence.entities, debug: false, allowGlobalContext: true })
+    await MikroOrmPersistence.ensureSchema(o)
+    return o
+  })()
+  return orm
+}
 
 export async function configurations() {
   const redis = await service('redis')
@@ -15,6 +36,7 @@ export async function configurations() {
   const sqliteFile = () => `sqlite://${join(tmp(), 'auth.db')}`
   const embedded = sqliteFile()
   const redisSqlite = sqliteFile()
+  const memory = new MemoryPersistence()
   const combo = (r, d) => () => new BaileysAuthStore(r ? new BaileysRedisAdapter(r) : null, d ? new BaileysOrmAdapter(d) : null)
   return [
     { name: 'embedded SQLite', redis: null, database: embedded, open: () => openAuthStore({ redis: null, database: embedded }) },
@@ -23,5 +45,8 @@ export async function configurations() {
     { name: 'Redis + MariaDB', redis, database: mysql, open: combo(redis, mysql), skip: !redis || !mysql },
     { name: 'Redis + SQLite', redis, database: redisSqlite, open: combo(redis, redisSqlite), skip: !redis },
     { name: 'PostgreSQL only', redis: null, database: postgres, open: combo(null, postgres), skip: !postgres },
+    // persistence plug-ins standing in for the SQL tier (the same guarantees, through lib/persistence/driver.js)
+    { name: 'Redis + MikroORM plug-in', redis, database: null, plugin: 'mikro-orm', pluginDatabase: postgres, open: async () => new BaileysAuthStore(new BaileysRedisAdapter(redis), new MikroOrmPersistence(await mikroOrm(postgres))), skip: !redis || !postgres },
+    { name: 'memory plug-in', redis: null, database: null, plugin: 'memory', open: () => openAuthStore({ redis: null, persistence: memory }) },
   ]
 }

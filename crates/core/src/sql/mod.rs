@@ -16,6 +16,7 @@
 mod keyed;
 mod mysql;
 mod nodelay;
+pub mod plugin;
 mod postgres;
 pub mod raw;
 mod sqlite;
@@ -36,6 +37,7 @@ macro_rules! on_dialect {
             Pool::Postgres(p) => postgres::$f(p, $($arg),*).await,
             Pool::MySql(p) => mysql::$f(p, $($arg),*).await,
             Pool::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
+            Pool::Plugin(p) => plugin::$f(p, $($arg),*).await,
         }
     };
 }
@@ -78,6 +80,8 @@ pub enum Dialect {
     Postgres,
     MySql,
     Sqlite,
+    /// A persistence plug-in the application brought ([`plugin::PluginTransport`]).
+    Plugin,
 }
 
 #[derive(Clone)]
@@ -85,6 +89,7 @@ enum Pool {
     Postgres(sqlx::PgPool),
     MySql(sqlx::MySqlPool),
     Sqlite(sqlx::SqlitePool),
+    Plugin(plugin::Plugin),
 }
 
 pub struct SqlStore {
@@ -335,6 +340,7 @@ impl SqlStore {
                 Dialect::Postgres => Pool::Postgres(postgres::connect(&opts).await.map_err(map)?),
                 Dialect::MySql => Pool::MySql(mysql::connect(&opts).await.map_err(map)?),
                 Dialect::Sqlite => Pool::Sqlite(sqlite::connect(&opts).await.map_err(map)?),
+                Dialect::Plugin => unreachable!("dialect_of never answers Plugin"),
             })
         })
         .await
@@ -371,11 +377,34 @@ impl SqlStore {
         Ok(Arc::new(store))
     }
 
+    /// The durable tier of a persistence plug-in: every operation goes to `transport`, each
+    /// with `timeout` as its deadline; at most `parallel` group commits at once.
+    pub fn from_plugin(
+        transport: Arc<dyn plugin::PluginTransport>,
+        timeout: Duration,
+        parallel: u32,
+    ) -> Result<Arc<Self>> {
+        if timeout.is_zero() || parallel == 0 {
+            return Err(Error::Config(
+                "timeout and parallel commits must be greater than zero".into(),
+            ));
+        }
+        Ok(Arc::new(SqlStore {
+            pool: Pool::Plugin(transport),
+            timeout,
+            secrets: Vec::new(),
+            closed: AtomicBool::new(false),
+            groups: GroupStats::default(),
+            max_connections: parallel * 2,
+        }))
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.pool {
             Pool::Postgres(_) => Dialect::Postgres,
             Pool::MySql(_) => Dialect::MySql,
             Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Plugin(_) => Dialect::Plugin,
         }
     }
 
@@ -475,7 +504,9 @@ impl SqlStore {
         let r = match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(fenced)) => Ok(fenced),
             Ok(Err(e)) => Err(CommitError {
-                statement_level: matches!(e, sqlx::Error::Database(_)),
+                // a plug-in's failure may belong to one session's rows: try each write alone
+                statement_level: matches!(e, sqlx::Error::Database(_))
+                    || matches!(pool, Pool::Plugin(_)),
                 error: self.err(e),
             }),
             Err(_) => Err(CommitError {
@@ -618,6 +649,9 @@ impl SqlStore {
                 Pool::Postgres(p) => raw::query_rows!(p, sql, params),
                 Pool::MySql(p) => raw::query_rows!(p, sql, params),
                 Pool::Sqlite(p) => raw::query_rows!(p, sql, params),
+                Pool::Plugin(_) => Err(sqlx::Error::Protocol(
+                    "a persistence plug-in runs no SQL statements".into(),
+                )),
             }
         })
         .await
@@ -626,6 +660,11 @@ impl SqlStore {
     /// Every session with a row: id, whether it has creds, its version and last write (epoch
     /// ms), in id order. Deleted sessions keep a row without creds (their tombstone).
     pub async fn list_sessions(&self) -> Result<Vec<SessionListing>> {
+        if let Pool::Plugin(p) = &self.pool {
+            return self
+                .call("list sessions", async { plugin::list_sessions(p).await })
+                .await;
+        }
         const SQL: &str =
             "SELECT session_id, CASE WHEN creds IS NULL THEN 0 ELSE 1 END AS has_creds,
             version, updated_at FROM wa_auth_sessions ORDER BY session_id";
@@ -659,6 +698,8 @@ impl SqlStore {
                 Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
                 Pool::MySql(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
                 Pool::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+                // the plug-in keeps its own schema
+                Pool::Plugin(_) => Ok(SCHEMA_VERSION),
             }
         })
         .await
@@ -673,6 +714,7 @@ impl SqlStore {
                 Pool::Postgres(p) => p.close().await,
                 Pool::MySql(p) => p.close().await,
                 Pool::Sqlite(p) => p.close().await,
+                Pool::Plugin(p) => plugin::close(p).await,
             }
         };
         let _ = tokio::time::timeout(self.timeout, close).await;
@@ -738,6 +780,8 @@ fn map_err(e: sqlx::Error, secrets: &[String], timeout: Duration) -> Error {
         sqlx::Error::Configuration(c) => {
             Error::Config(scrub(format!("invalid database url: {c}"), secrets))
         }
+        // our own refusals (a schema too new, a plug-in's failure): the message is the news
+        sqlx::Error::Protocol(m) => Error::Database(scrub(m, secrets)),
         other => Error::Database(scrub(other.to_string(), secrets)),
     }
 }
