@@ -23,6 +23,26 @@ describe('value codec', () => {
     }
   })
 
+  it('reads a value exactly as the reviver would, also when it skips the reviver', () => {
+    // decodeValue parses text that cannot hold a Buffer without the reviver: spellings that
+    // could still revive must all take it
+    const forms = [
+      '{"k":{ "type" : "Buffer", "data": "AQID" }}',
+      '{"k":{ "0": 1, "1": 2, "2": 3 }}',
+      '{"k":{"\\u0030":1,"\\u0031":2,"2":3}}',
+      '{"k":{"type":"\\u0042uffer","data":"AQID"}}',
+      '[{"type":"Buffer","data":[1,2,3]}]',
+    ]
+    for (const f of forms) {
+      const got = decodeValue('x', Buffer.from(f))
+      expect(got).toEqual(JSON.parse(f, BufferJSON.reviver))
+      expect(Buffer.isBuffer(got.k ?? got[0])).toBe(true)
+    }
+    // and text with none of them comes back as plain JSON.parse reads it
+    const plain = '{"_sessions":{"QUJD":{"registrationId":7,"chains":{"x":{"messageKeys":{"1":"YQ=="}}}}},"version":"v1"}'
+    expect(decodeValue('session', Buffer.from(plain))).toEqual(JSON.parse(plain))
+  })
+
   it('leaves objects that only look numeric alone', () => {
     expect(decodeValue('x', Buffer.from('{"0":1,"2":3}'))).toEqual({ 0: 1, 2: 3 })
     expect(decodeValue('x', Buffer.from('{"0":300}'))).toEqual({ 0: 300 })
