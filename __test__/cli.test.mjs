@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { initAuthCreds, useMultiFileAuthState } from 'baileys'
+import { BufferJSON, initAuthCreds, useMultiFileAuthState } from 'baileys'
 import { copySessions, openAuthStore } from '../index.js'
 import { SqlConnection } from '../binding.js'
 import { service, uniqueId } from './support/services.mjs'
@@ -216,6 +216,42 @@ describe('wa-auth-store CLI', () => {
     const piped = await cli('verify', '--database', sqlite)
     expect(piped.stderr).toMatch(/^verify: (\d+)\/\1$/m)
     expect(piped.stderr).not.toMatch(/\u2588/)
+  })
+
+  it.skipIf(!redis)('imports wa-auth-store 0.6 sessions from its Redis layout', async () => {
+    // the seed's layout written raw: wa:auth:<sid>:creds (BufferJSON text) and a hash of type-id fields
+    const Redis = (await import('ioredis')).default
+    const raw = new Redis(redis)
+    const sid = uniqueId('cli-seed')
+    const prefix = `${uniqueId('seedapp')}:`
+    try {
+      const creds = initAuthCreds()
+      await raw.set(`${prefix}wa:auth:${sid}:creds`, JSON.stringify(creds, BufferJSON.replacer))
+      await raw.hset(`${prefix}wa:auth:${sid}:keys`, { 'pre-key-1': JSON.stringify(preKeys['1'], BufferJSON.replacer), 'session-5511999990001.0': JSON.stringify({ _sessions: {}, version: 'v1' }) })
+      expect((await cli('import', 'wa-auth-store-0.6', '--session', sid, '--database', sqlite)).code).toBe(2)
+      const r = await json('import', 'wa-auth-store-0.6', '--from-redis', redis, '--from-redis-prefix', prefix, '--session', sid, '--verify', '--database', sqlite)
+      expect(r.sessions).toHaveLength(1)
+      expect(r.sessions[0]).toMatchObject({ sessionId: sid, source: 'redis', written: true, counts: { 'pre-key': 1, session: 1 } })
+      const d = await json('describe', sid, '--database', sqlite)
+      expect(d.keys).toBe(2)
+      expect((await json('delete', sid, '--database', sqlite)).deleted).toBe(sid)
+    } finally {
+      await raw.del(`${prefix}wa:auth:${sid}:creds`, `${prefix}wa:auth:${sid}:keys`)
+      raw.disconnect()
+    }
+  })
+
+  it('imports a useSqliteAuthState file', async () => {
+    const { useSqliteAuthFile } = await import('./fixtures/import/sqlite-auth-state.mjs')
+    const file = join(dir, 'baileys-sqlite.db')
+    const auth = await useSqliteAuthFile(file)
+    await auth.saveCreds()
+    await auth.state.keys.set({ 'pre-key': { 1: preKeys['1'], 2: preKeys['2'] } })
+    await auth.close()
+    const sid = uniqueId('cli-bsqlite')
+    const r = await json('import', 'baileys-sqlite', file, '--session', sid, '--database', sqlite)
+    expect(r).toMatchObject({ sessionId: sid, written: true, counts: { 'pre-key': 2 } })
+    expect((await json('delete', sid, '--database', sqlite)).deleted).toBe(sid)
   })
 
   it('deletes a session', async () => {

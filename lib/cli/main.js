@@ -122,7 +122,7 @@ function buildProgram() {
     imp
       .command('wa-auth-store-0.6')
       .description('the tables and Redis keys of wa-auth-store 0.6.x (the TypeScript package)')
-      .requiredOption('--from-database <url>', 'its SQL database')
+      .option('--from-database <url>', 'its SQL database (its MikroORM connection URL)')
       .option('--from-table <name>', 'its table (the entity your application declared)')
       .option('--from-redis <url>', 'its Redis (preferred over SQL where both hold a session)')
       .option('--from-redis-prefix <prefix>', 'the ioredis keyPrefix your application set')
@@ -133,6 +133,7 @@ function buildProgram() {
       .option('--dry-run', 'read and repair, write nothing'),
   ).action(
     action(async (store, opts) => {
+      if (!opts.fromDatabase && !opts.fromRedis) throw new UsageError('import wa-auth-store-0.6 needs --from-database and/or --from-redis')
       return withProgress('import', opts, (onProgress) =>
         tools('import-seed').importSeedSessions(store, {
           fromDatabase: opts.fromDatabase,
