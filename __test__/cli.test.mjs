@@ -170,7 +170,7 @@ describe('wa-auth-store CLI', () => {
         expect(r.written).toBe(1)
         expect(seen).toEqual([[1, 1]])
         expect((await back.describeSession(registered)).types.find((t) => t.type === 'pre-key').count).toBe(40)
-        await expect(copySessions(targetStore, back, { sessions: ['no-such-session'] })).rejects.toMatchObject({ code: 'ERR_SESSION_NOT_FOUND' })
+        await expect(copySessions(targetStore, back, { sessions: [uniqueId('nobody')] })).rejects.toMatchObject({ code: 'ERR_SESSION_NOT_FOUND' })
       } finally {
         await back.close()
       }

@@ -4,7 +4,8 @@ import { writeFileSync } from 'node:fs'
 import { BaileysOrmAdapter, BaileysRedisAdapter } from '../index.js'
 import { machine } from './lib.mjs'
 import { runMemoryBench } from './memory.mjs'
-import { runSuite } from './suite.mjs'
+import { BENCH_PREFIX, runSuite } from './suite.mjs'
+import { cleanShared } from '../__test__/support/cleanup.mjs'
 
 async function reachable(Adapter, urls) {
   for (const url of urls) {
@@ -38,4 +39,6 @@ print('\n## Workloads\n')
 if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'suite') await runSuite({ services, print })
 print('\n## Memory manager\n')
 if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'memory') await runMemoryBench(print)
+// nothing of the benchmark stays in the shared services
+await cleanShared([BENCH_PREFIX])
 if (!process.env.BENCH_NO_WRITE) writeFileSync(new URL('./RESULTS.md', import.meta.url), lines.join('\n') + '\n')

@@ -12,7 +12,9 @@ const run = promisify(execFile)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const child = fileURLToPath(new URL('./cold-open-child.mjs', import.meta.url))
 let uniq = 0
-const id = (w) => `${w}-${process.pid}-${uniq++}`
+// every session the benchmark makes starts with this, so it can remove them all at its end
+export const BENCH_PREFIX = `wa-bench-${process.pid}-`
+const id = (w) => `${BENCH_PREFIX}${w}-${uniq++}`
 
 const workloads = {
   async 'message loop (100 sessions, get + durable set)'(sys, ctx) {
@@ -146,7 +148,7 @@ async function footprint(list, ctx, print) {
   const rows = []
   for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability) || s.community)) {
     const sys = await spec.open()
-    const tag = `fp${process.pid}x${uniq++}`
+    const tag = `${BENCH_PREFIX}fp${uniq++}`
     for (let i = 0; i < n; i++) {
       const p = pairedSession(i)
       await sys.saveCreds(`${tag}-${i}`, p.creds)

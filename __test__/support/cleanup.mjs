@@ -11,16 +11,17 @@ import mysql from 'mysql2/promise'
 const RUN = `${process.pid}${Date.now().toString(36)}`
 const prefixes = () => [`wa-test-js-${process.env.WA_TEST_RUN}-`, 'wa-test-rs-']
 const TABLES = ['wa_auth_keys', 'wa_auth_sessions', 'wa_auth_leases']
-// the MikroORM plug-in's tables (PostgreSQL only; elsewhere the DELETE fails and is ignored)
-const PLUGIN_TABLES = ['wa_orm_auth_keys', 'wa_orm_auth_sessions', 'wa_orm_auth_leases']
+// the MikroORM plug-in's tables and the benchmark's community baseline (PostgreSQL only;
+// elsewhere the DELETE fails and is ignored)
+const PG_ONLY_TABLES = ['wa_orm_auth_keys', 'wa_orm_auth_sessions', 'wa_orm_auth_leases', 'bench_community_keys']
 
-async function cleanRedis(url) {
+async function cleanRedis(url, prefixes) {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
   try {
     await redis.connect()
     let removed = 0
     // anywhere in the id: the look-alike tests wrap ids ('{<id>}' is escaped to '%7B<id>%7D')
-    for (const pattern of prefixes().map((p) => `wa:{s:*${p}*`)) {
+    for (const pattern of prefixes().flatMap((p) => [`wa:{s:*${p}*`, `community:*${p}*`])) {
       let cursor = '0'
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
@@ -48,11 +49,11 @@ async function cleanRedis(url) {
   }
 }
 
-async function cleanPostgres(url) {
+async function cleanPostgres(url, prefixes) {
   const client = new pg.Client({ connectionString: url })
   try {
     await client.connect()
-    for (const p of prefixes()) for (const t of [...TABLES, ...PLUGIN_TABLES]) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`%${p}%`]).catch(() => {})
+    for (const p of prefixes()) for (const t of [...TABLES, ...PG_ONLY_TABLES]) await client.query(`DELETE FROM ${t} WHERE session_id LIKE $1`, [`%${p}%`]).catch(() => {})
   } catch {
     // not reachable: nothing to clean
   } finally {
@@ -60,7 +61,7 @@ async function cleanPostgres(url) {
   }
 }
 
-async function cleanMysql(url) {
+async function cleanMysql(url, prefixes) {
   let conn
   try {
     conn = await mysql.createConnection(url)
@@ -76,11 +77,20 @@ export async function setup() {
   process.env.WA_TEST_RUN ??= RUN
 }
 
-export async function teardown() {
+/**
+ * Removes every session whose id contains one of `names` from the shared services (and the
+ * benchmark's community baseline rows): what the tests and `npm run bench` run at their end.
+ */
+export async function cleanShared(names) {
+  const prefixes = () => names
   const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
   const postgres = process.env.POSTGRES_URL ? [process.env.POSTGRES_URL] : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test']
   const mysql = process.env.MYSQL_URL ? [process.env.MYSQL_URL] : ['mysql://root@127.0.0.1:3306/test', 'mysql://wa:wa@127.0.0.1:3306/test']
-  await cleanRedis(redis)
-  for (const url of postgres) await cleanPostgres(url)
-  for (const url of mysql) await cleanMysql(url)
+  await cleanRedis(redis, prefixes)
+  for (const url of postgres) await cleanPostgres(url, prefixes)
+  for (const url of mysql) await cleanMysql(url, prefixes)
+}
+
+export async function teardown() {
+  await cleanShared(prefixes())
 }
