@@ -217,6 +217,10 @@ export interface NativeStoreStats {
   /** Background problems reported to the logger. */
   warnings: number
   errors: number
+  /** Sessions with records not yet in SQL when the last flush pass started. */
+  flushDirtySessions: number
+  /** When the last flush pass finished without a failure (epoch ms). */
+  lastFlushMs?: number
 }
 
 export interface NativeTypeSummary {

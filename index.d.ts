@@ -253,6 +253,10 @@ export interface StoreStats {
   /** Background warnings and errors reported to the logger. */
   warnings: number
   errors: number
+  /** Sessions with records not yet in SQL when the last flush pass started (write-behind). */
+  flushDirtySessions: number
+  /** When the last flush pass finished without a failure (epoch ms), if one did. */
+  lastFlushMs?: number
 }
 
 export declare class BaileysAuthStore {
@@ -292,6 +296,11 @@ export declare class BaileysAuthStore {
   /** The manager started by the `memoryManager` option, once the store is connected. */
   readonly memoryManager: RedisMemoryManager | null
   stats(): Promise<StoreStats>
+  /** Prometheus text exposition format (README, Metrics); `{ format: 'json' }` for prom-client's structured form. */
+  metrics(options?: { format?: 'text' }): Promise<string>
+  metrics(options: { format: 'json' }): Promise<Array<{ name: string; help: string; type: string; values: Array<{ value: number; labels: Record<string, string | number>; metricName?: string }> }>>
+  /** prom-client's Registry of this store's metrics (merge it into yours). */
+  readonly metricsRegistry: import('prom-client').Registry
   close(): Promise<void>
 }
 

@@ -115,7 +115,7 @@ async function useBaileysAuthState(authStore, sessionId, options) {
     const leaseOpts = authStore._lease === false ? false : leaseOptions(authStore._lease, leaseOption)
     if (leaseOpts) {
       if (typeof sessionId !== 'string') throw new WaAuthStoreError('ERR_INVALID_SESSION_ID', `session id must be a string, got ${typeof sessionId}`)
-      lease = await SessionLease.acquire(await authStore._native(), sessionId, leaseOpts, authStore._logger)
+      lease = authStore._metrics.lease(await SessionLease.acquire(await authStore._native(), sessionId, leaseOpts, authStore._logger))
     }
     // a write refused by the lease's fence tells the bot at once (onLeaseLost, lease.lost)
     const fenced = (p) => (lease ? p.catch((err) => (lease.noteFenced(err), Promise.reject(err))) : p)

@@ -10,6 +10,7 @@ const { encodeValue, decodeValue } = require('./codec.js')
 const { WaAuthStoreError, call, convertError, invalid, reading } = require('./errors.js')
 const { checkSessionId, checkType, isPlainObject, wellFormed } = require('./validate.js')
 const { SessionLease, leaseOptions } = require('./lease.js')
+const { StoreMetrics } = require('./metrics.js')
 
 /** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
 const KNOWN_TYPES = [
@@ -157,6 +158,7 @@ class BaileysAuthStore {
     this._closed = false
     this._memoryOptions = memory
     this.memoryManager = null
+    this._metrics = new StoreMetrics(this)
   }
 
   /** Throws ERR_STORE_CLOSED once close() was called (calls that need no I/O included). */
@@ -170,7 +172,10 @@ class BaileysAuthStore {
     this._ready ??= (async () => {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
       const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues, leases: this._lease !== false }))
-      native.setLogger((level, code, message) => report(this._logger, level, code, message))
+      native.setLogger((level, code, message) => {
+        this._metrics.report(level, code)
+        report(this._logger, level, code, message)
+      })
       if (this._memoryOptions) {
         this.memoryManager = new RedisMemoryManager(this._redis.redis, this._memoryOptions)
         this.memoryManager._store = { stats: () => native.stats() }
@@ -220,7 +225,8 @@ class BaileysAuthStore {
     const opts = writeOptions(options)
     if (credsBytes == null && ids.length === 0) return this._assertOpen() // nothing to write: no I/O
     const native = await this._native()
-    await call(() => native.write(sessionId, credsBytes, types, ids, values, opts))
+    const bytes = values.reduce((n, v) => n + (v?.length ?? 0), credsBytes?.length ?? 0)
+    await this._metrics.inFlight(ids.length + (credsBytes ? 1 : 0), bytes, () => call(() => native.write(sessionId, credsBytes, types, ids, values, opts)))
   }
 
   /** Removes the session entirely: creds and every key. */
@@ -250,7 +256,28 @@ class BaileysAuthStore {
     const opts = this._lease === false ? false : leaseOptions(this._lease, options)
     if (!opts) throw invalid('this store has no leases (lease: false)')
     const native = await this._native()
-    return SessionLease.acquire(native, sessionId, opts, this._logger)
+    return this._metrics.lease(await SessionLease.acquire(native, sessionId, opts, this._logger))
+  }
+
+  /**
+   * The store's metrics: `await metrics()` is the Prometheus text exposition format;
+   * `metrics({ format: 'json' })` the same figures structured (prom-client's JSON form). The
+   * prom-client Registry is `metricsRegistry` (merge it into yours with `Registry.merge`).
+   */
+  async metrics(options) {
+    const format = reading('metrics options', () => {
+      if (options != null && !isPlainObject(options)) throw invalid('metrics takes { format?: "text" | "json" }')
+      const f = options?.format ?? 'text'
+      if (f !== 'text' && f !== 'json') throw invalid('format must be "text" or "json"')
+      return f
+    })
+    this._assertOpen()
+    return format === 'json' ? this._metrics.registry.getMetricsAsJSON() : this._metrics.registry.metrics()
+  }
+
+  /** prom-client's Registry of this store's metrics. */
+  get metricsRegistry() {
+    return this._metrics.registry
   }
 
   /**
@@ -389,6 +416,26 @@ class BaileysAuthStore {
     const native = ready ? await ready.catch(() => null) : null
     if (native) await call(() => native.close())
     await Promise.all([this._redis?.disconnect(), this._orm?.disconnect()])
+  }
+}
+
+// Every call's latency and every rejection's code go to the store's metrics (lib/metrics.js).
+for (const [method, op] of [
+  ['getCreds', 'get_creds'],
+  ['getKeys', 'get_keys'],
+  ['saveCreds', 'write'],
+  ['_writeCredsBytes', 'write'],
+  ['setKeys', 'write'],
+  ['deleteKeys', 'write'],
+  ['deleteCreds', 'delete_session'],
+  ['clearSession', 'clear_session'],
+  ['listIds', 'list_ids'],
+  ['flush', 'flush'],
+  ['flushAll', 'flush_all'],
+]) {
+  const f = BaileysAuthStore.prototype[method]
+  BaileysAuthStore.prototype[method] = function (...args) {
+    return this._metrics.time(op, () => f.apply(this, args))
   }
 }
 

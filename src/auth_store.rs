@@ -93,6 +93,10 @@ pub struct NativeStoreStats {
     /// Background problems reported to the logger.
     pub warnings: f64,
     pub errors: f64,
+    /// Sessions with records not yet in SQL when the last flush pass started.
+    pub flush_dirty_sessions: f64,
+    /// When the last flush pass finished without a failure (epoch ms).
+    pub last_flush_ms: Option<f64>,
 }
 
 type LogArgs = FnArgs<(String, String, String)>;
@@ -416,6 +420,8 @@ impl NativeAuthStore {
             sql_writes: s.sql_writes as f64,
             warnings: s.warnings as f64,
             errors: s.errors as f64,
+            flush_dirty_sessions: s.flush_dirty_sessions as f64,
+            last_flush_ms: s.last_flush_ms.map(|ms| ms as f64),
         }
     }
 

@@ -81,6 +81,10 @@ pub struct StoreStats {
     /// Background problems reported to the logger.
     pub warnings: u64,
     pub errors: u64,
+    /// Sessions with records not yet in SQL when the last flush pass started (any process's).
+    pub flush_dirty_sessions: u64,
+    /// When the last flush pass (write-behind, flushAll) finished without a failure, epoch ms.
+    pub last_flush_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -90,6 +94,10 @@ struct Counters {
     sql_hits: AtomicU64,
     sql_misses: AtomicU64,
     rebuilds: AtomicU64,
+    /// Sessions the dirty index held when the last flush pass started.
+    flush_dirty: AtomicU64,
+    /// When the last flush pass finished without a failure (epoch ms; 0: never).
+    last_flush_ms: AtomicU64,
 }
 
 impl Counters {
@@ -887,6 +895,8 @@ impl AuthStore {
             sql_writes: writes,
             warnings,
             errors,
+            flush_dirty_sessions: c.flush_dirty.load(Ordering::Relaxed),
+            last_flush_ms: Some(c.last_flush_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
         }
     }
 
@@ -1108,6 +1118,9 @@ impl Pipeline {
                 &format!("write-behind flush could not read the dirty index: {e}"),
             )
         })?;
+        t.counters
+            .flush_dirty
+            .store(sessions.len() as u64, Ordering::Relaxed);
         let mut total = 0;
         let mut first_error = None;
         for chunk in sessions.chunks(FLUSH_PARALLEL) {
@@ -1129,6 +1142,11 @@ impl Pipeline {
                     }
                 }
             }
+        }
+        if first_error.is_none() {
+            t.counters
+                .last_flush_ms
+                .store(crate::sql::now_ms().max(0) as u64, Ordering::Relaxed);
         }
         match first_error {
             Some(e) => Err(e),
