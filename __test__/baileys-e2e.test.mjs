@@ -11,7 +11,7 @@ import { uniqueId } from './support/services.mjs'
 
 const run = promisify(execFile)
 const fixture = fileURLToPath(new URL('./fixtures/continue-conversation.mjs', import.meta.url))
-const configs = (await configurations()).filter((c) => ['embedded SQLite', 'Redis + PostgreSQL', 'Redis + MariaDB', 'Redis only', 'Redis + MikroORM plug-in', 'memory plug-in'].includes(c.name))
+const configs = (await configurations({ cluster: true })).filter((c) => ['embedded SQLite', 'Redis + PostgreSQL', 'Redis + MariaDB', 'Redis only', 'Redis Cluster + PostgreSQL', 'Redis + MikroORM plug-in', 'memory plug-in'].includes(c.name))
 
 for (const cfg of configs) {
   describe.skipIf(cfg.skip)(`Baileys Signal end to end: ${cfg.name}`, () => {

@@ -1,13 +1,12 @@
 // One behaviour suite, run against every backend combination (see support/configs.mjs).
 import { afterAll, describe, expect, it } from 'vitest'
-import Redis from 'ioredis'
 import * as baileys from 'baileys'
 import { useBaileysAuthState, WaAuthStoreError } from '../index.js'
-import { configurations } from './support/configs.mjs'
+import { configurations, rawRedis } from './support/configs.mjs'
 import { uniqueId } from './support/services.mjs'
 
 const { proto, initAuthCreds } = baileys
-const configs = await configurations()
+const configs = await configurations({ cluster: true })
 
 /** A realistic value of every key type Baileys v7 stores, plus one it does not know yet. */
 function sampleKeys() {
@@ -223,7 +222,7 @@ for (const cfg of configs) {
     it.skipIf(!cfg.redis)('sets a TTL on the Redis keys a write touches (refused when Redis holds the only copy)', async () => {
       const store = await open()
       const sid = uniqueId('ttl')
-      const raw = new Redis(cfg.redis)
+      const raw = rawRedis(cfg.redis)
       try {
         if (cfg.database || cfg.plugin) {
           await store.saveCreds(sid, { creds: { a: 1 }, keys: { session: { x: { v: 1 } } } }, { ttl: 120 })

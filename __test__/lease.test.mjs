@@ -11,7 +11,7 @@ import { uniqueId } from './support/services.mjs'
 
 const HOLDER = fileURLToPath(new URL('./fixtures/lease-holder.mjs', import.meta.url))
 // the holders run in other processes, which a plug-in's objects cannot reach (its lease rules: persistence.test.mjs)
-const configs = (await configurations()).filter((c) => c.database !== 'sqlite::memory:' && !c.plugin)
+const configs = (await configurations({ cluster: true })).filter((c) => c.database !== 'sqlite::memory:' && !c.plugin)
 const children = new Set()
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL')

@@ -3,6 +3,8 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Redis from 'ioredis'
+import { inject } from 'vitest'
 import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, MemoryPersistence, MikroOrmPersistence, openAuthStore } from '../../index.js'
 import { service } from './services.mjs'
 
@@ -29,7 +31,29 @@ async function mikroOrm(postgres) {
   return orm
 }
 
-export async function configurations() {
+/**
+ * The run's own Redis Cluster (support/cluster-setup.mjs), or null after a SKIPPED line (the
+ * setup already failed the run under CI=true).
+ */
+export function clusterUrl() {
+  const url = inject('clusterUrl')
+  if (!url) console.warn(`SKIPPED: no Redis Cluster (${inject('clusterError') ?? 'not started'}); the cluster suites need redis-server`)
+  return url ?? null
+}
+
+/**
+ * An ioredis client for looking at a configuration's Redis directly: a cluster client for a
+ * `redis-cluster://` URL (its first host and every `node=`). Disconnect it.
+ */
+export function rawRedis(url) {
+  if (!url.startsWith('redis-cluster://')) return new Redis(url)
+  const u = new URL(url.replace(/^redis-cluster:/, 'http:'))
+  const hosts = [u.host, ...u.searchParams.getAll('node')].map((h) => ({ host: h.slice(0, h.lastIndexOf(':')), port: Number(h.slice(h.lastIndexOf(':') + 1)) }))
+  return new Redis.Cluster(hosts)
+}
+
+/** `{ cluster: true }` adds 'Redis Cluster + PostgreSQL' (the run's own cluster) to the list. */
+export async function configurations({ cluster = false } = {}) {
   const redis = await service('redis')
   const postgres = await service('postgres')
   const mysql = await service('mysql')
@@ -48,5 +72,11 @@ export async function configurations() {
     // persistence plug-ins standing in for the SQL tier (the same guarantees, through lib/persistence/driver.js)
     { name: 'Redis + MikroORM plug-in', redis, database: null, plugin: 'mikro-orm', pluginDatabase: postgres, open: async () => new BaileysAuthStore(new BaileysRedisAdapter(redis), new MikroOrmPersistence(await mikroOrm(postgres))), skip: !redis || !postgres },
     { name: 'memory plug-in', redis: null, database: null, plugin: 'memory', open: () => openAuthStore({ redis: null, persistence: memory }) },
+    ...(cluster ? [clusterConfiguration(postgres, combo)] : []),
   ]
+}
+
+function clusterConfiguration(postgres, combo) {
+  const url = clusterUrl()
+  return { name: 'Redis Cluster + PostgreSQL', redis: url, database: postgres, cluster: true, open: combo(url, postgres), skip: !url || !postgres }
 }

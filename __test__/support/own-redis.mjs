@@ -2,7 +2,8 @@
 import { spawn } from 'node:child_process'
 import { createServer, connect } from 'node:net'
 
-async function freePort() {
+/** A loopback TCP port nobody listens on now. */
+export async function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once('error', reject)
@@ -13,7 +14,8 @@ async function freePort() {
   })
 }
 
-async function waitListening(port) {
+/** Resolves once something accepts connections on 127.0.0.1:`port`. */
+export async function waitListening(port) {
   for (let i = 0; i < 200; i++) {
     const ok = await new Promise((resolve) => {
       const s = connect(port, '127.0.0.1')
