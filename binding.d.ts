@@ -155,6 +155,8 @@ export interface NativeLeaseOptions {
 
 export interface NativeMemoryStats {
   usedBytes: number
+  /** `server` measure: each server summed into usedBytes (every primary of a cluster). */
+  nodes: Array<NativeNodeMemory>
   maxBytes: number
   measure: string
   totalSessions: number
@@ -163,6 +165,12 @@ export interface NativeMemoryStats {
   evictionsAllProcesses: number
   refusedEvictions: number
   checks: number
+}
+
+export interface NativeNodeMemory {
+  /** `host:port` */
+  node: string
+  usedBytes: number
 }
 
 /**

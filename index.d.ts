@@ -184,7 +184,14 @@ export interface MemoryCheckReport {
 }
 
 export interface MemoryStats {
-  memoryUsage: { usedBytes: number; maxBytes: number; percentUsed: number; measure: 'server' | 'store' }
+  memoryUsage: {
+    usedBytes: number
+    maxBytes: number
+    percentUsed: number
+    measure: 'server' | 'store'
+    /** `'server'`: `used_memory` of each server summed into usedBytes (every primary of a cluster, `host:port`); empty with `'store'`. */
+    nodes: Array<{ node: string; usedBytes: number }>
+  }
   totalSessions: number
   /** Most recently used first; shared by every process on this Redis. */
   sessionMetadata: Array<{ sessionId: string; lastAccess: number; accessCount: number; sizeBytes: number }>

@@ -126,7 +126,14 @@ class RedisMemoryManager {
     const native = await this._get()
     const s = await call(() => native.stats())
     return {
-      memoryUsage: { usedBytes: s.usedBytes, maxBytes: s.maxBytes, percentUsed: (100 * s.usedBytes) / s.maxBytes, measure: s.measure },
+      memoryUsage: {
+        usedBytes: s.usedBytes,
+        maxBytes: s.maxBytes,
+        percentUsed: (100 * s.usedBytes) / s.maxBytes,
+        measure: s.measure,
+        // 'server': what each server reported (every primary of a cluster), summed into usedBytes
+        nodes: s.nodes.map((n) => ({ node: n.node, usedBytes: n.usedBytes })),
+      },
       totalSessions: s.totalSessions,
       sessionMetadata: s.sessionMetadata.map((m) => ({ sessionId: m.sessionId, lastAccess: m.lastAccess, accessCount: m.accessCount, sizeBytes: m.sizeBytes })),
       evictions: s.evictions,

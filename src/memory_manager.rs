@@ -40,8 +40,17 @@ pub struct NativeSessionMeta {
 }
 
 #[napi(object)]
+pub struct NativeNodeMemory {
+    /// `host:port`
+    pub node: String,
+    pub used_bytes: f64,
+}
+
+#[napi(object)]
 pub struct NativeMemoryStats {
     pub used_bytes: f64,
+    /// `server` measure: each server summed into usedBytes (every primary of a cluster).
+    pub nodes: Vec<NativeNodeMemory>,
     pub max_bytes: f64,
     pub measure: String,
     pub total_sessions: f64,
@@ -131,6 +140,14 @@ impl NativeMemoryManager {
         let s = self.inner.stats().await.napi()?;
         Ok(NativeMemoryStats {
             used_bytes: s.used_bytes as f64,
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|(node, bytes)| NativeNodeMemory {
+                    node,
+                    used_bytes: bytes as f64,
+                })
+                .collect(),
             max_bytes: s.max_bytes as f64,
             measure: match s.measure {
                 Measure::Server => "server".into(),

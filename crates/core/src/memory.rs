@@ -5,8 +5,9 @@
 //! The LRU order is shared by every process: stores record accesses in Redis
 //! (`<prefix>:{m}:lru`), so any process's manager sees one order. One [`MemoryManager::check`]:
 //! 1. sessions idle longer than `ttl_inactivity` leave Redis;
-//! 2. memory is measured (`Measure::Server`: the server's `used_memory`; `Measure::Store`: the
-//!    `MEMORY USAGE` of this store's own keys, for a Redis shared with other applications);
+//! 2. memory is measured (`Measure::Server`: the server's `used_memory`, summed over the
+//!    primaries of a cluster; `Measure::Store`: the `MEMORY USAGE` of this store's own keys, for
+//!    a Redis shared with other applications);
 //! 3. above `eviction_threshold` percent of `max_memory_bytes`, the oldest sessions are evicted
 //!    until usage is at or below `eviction_target` percent (hysteresis, default threshold - 10).
 
@@ -104,6 +105,9 @@ pub struct SessionMeta {
 #[derive(Clone, Debug)]
 pub struct MemoryStats {
     pub used_bytes: u64,
+    /// With `Measure::Server`: `used_memory` of each server summed into `used_bytes` (every
+    /// primary of a cluster), by address; empty with `Measure::Store`.
+    pub nodes: Vec<(String, u64)>,
     pub max_bytes: u64,
     pub measure: Measure,
     pub total_sessions: u64,
@@ -319,12 +323,18 @@ impl MemoryManager {
         let sizes: HashMap<String, i64> =
             r.call("hgetall", client.hgetall(r.mm_key("size"))).await?;
         let all: Option<i64> = r.call("get", client.get(r.mm_key("evictions"))).await?;
-        let used = match self.opts.measure {
-            Measure::Server => self.redis.used_memory().await?,
-            Measure::Store => sessions
-                .iter()
-                .map(|(s, _)| sizes.get(s).copied().unwrap_or(0).max(0) as u64)
-                .sum(),
+        let (used, nodes) = match self.opts.measure {
+            Measure::Server => {
+                let nodes = self.redis.used_memory_by_node().await?;
+                (nodes.iter().map(|(_, b)| b).sum(), nodes)
+            }
+            Measure::Store => (
+                sessions
+                    .iter()
+                    .map(|(s, _)| sizes.get(s).copied().unwrap_or(0).max(0) as u64)
+                    .sum(),
+                Vec::new(),
+            ),
         };
         let meta: Vec<SessionMeta> = sessions
             .into_iter()
@@ -338,6 +348,7 @@ impl MemoryManager {
             .collect();
         Ok(MemoryStats {
             used_bytes: used,
+            nodes,
             max_bytes: self.opts.max_memory_bytes,
             measure: self.opts.measure,
             total_sessions: meta.len() as u64,

@@ -450,6 +450,14 @@ fn array(v: fred::types::Value, n: usize, what: &str) -> Result<Vec<fred::types:
     Ok(values)
 }
 
+/// `used_memory` of an `INFO memory` reply.
+fn used_memory_of(info: &str) -> Result<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Redis("INFO memory has no used_memory".into()))
+}
+
 fn meta_of(v: fred::types::Value) -> Result<Meta> {
     let mut vs = array(v, 2, "HMGET meta")?.into_iter();
     let ver = vs
@@ -1210,18 +1218,57 @@ impl RedisTier {
         Ok(sizes.into_iter().flatten().map(|n| n.max(0) as u64).sum())
     }
 
-    /// `used_memory` from `INFO memory` of the server this client talks to.
+    /// `used_memory` from `INFO memory`: of the server, or summed over every primary of a
+    /// cluster (see [`Self::used_memory_by_node`]).
     pub async fn used_memory(&self) -> Result<u64> {
-        let info: String = self
-            .call(
+        Ok(self
+            .used_memory_by_node()
+            .await?
+            .iter()
+            .map(|(_, b)| b)
+            .sum())
+    }
+
+    /// `used_memory` of each server that holds sessions: the one server, or every primary of a
+    /// cluster (each holds the sessions of its slots; replicas hold copies and are left out).
+    /// INFO is a per-node command: sent without a node, a cluster client asks just one.
+    pub async fn used_memory_by_node(&self) -> Result<Vec<(String, u64)>> {
+        if !self.client.is_clustered() {
+            let info: String = self
+                .call(
+                    "info",
+                    self.client.info(Some(fred::types::InfoKind::Memory)),
+                )
+                .await?;
+            let name = self
+                .client
+                .active_connections()
+                .first()
+                .map_or_else(String::new, ToString::to_string);
+            return Ok(vec![(name, used_memory_of(&info)?)]);
+        }
+        let primaries = self
+            .client
+            .cached_cluster_state()
+            .map(|s| s.unique_primary_nodes())
+            .unwrap_or_default();
+        if primaries.is_empty() {
+            return Err(Error::Redis("the cluster's primaries are not known".into()));
+        }
+        let infos = futures::future::join_all(primaries.iter().map(|node| async move {
+            let on_node = self.client.with_cluster_node(node.clone());
+            self.call(
                 "info",
-                self.client.info(Some(fred::types::InfoKind::Memory)),
+                on_node.info::<String>(Some(fred::types::InfoKind::Memory)),
             )
-            .await?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Error::Redis("INFO memory has no used_memory".into()))
+            .await
+        }))
+        .await;
+        primaries
+            .iter()
+            .zip(infos)
+            .map(|(node, info)| Ok((node.to_string(), used_memory_of(&info?)?)))
+            .collect()
     }
 
     /// Records an access of `sid` for the shared LRU; sent in batches every [`TRACK_FLUSH`].
