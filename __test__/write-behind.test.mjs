@@ -1,4 +1,5 @@
-// Write-behind: Redis now, SQL later; close() flushes; after a crash any process flushes.
+// Write-behind: Redis now, SQL later; close() flushes; after a crash any process flushes. On one
+// Redis server and on a Redis Cluster of the test's own.
 import { spawn } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -6,18 +7,20 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter } from '../index.js'
-import { OwnRedis, redisServerAvailable } from './support/own-redis.mjs'
+import { redisServerAvailable } from './support/own-redis.mjs'
+import { TOPOLOGIES } from './support/topologies.mjs'
 
 const available = await redisServerAvailable('the write-behind tests')
 const sqliteUrl = () => `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-wb-')), 'auth.db')}`
 const sqlOnly = (db) => new BaileysAuthStore(null, new BaileysOrmAdapter(db), { cache: false })
 
-describe.skipIf(!available)('write-behind', () => {
+for (const topology of TOPOLOGIES) {
+describe.skipIf(!available)(`write-behind: ${topology.name}`, () => {
   let own
   beforeAll(async () => {
-    own = await OwnRedis.start()
+    own = await topology.start()
   })
-  afterAll(() => own?.kill())
+  afterAll(() => own?.stop())
 
   it('answers from Redis at once and lands everything in SQL by close()', async () => {
     const db = sqliteUrl()
@@ -60,3 +63,4 @@ describe.skipIf(!available)('write-behind', () => {
     expect(() => new BaileysAuthStore(null, new BaileysOrmAdapter('sqlite::memory:'), { durability: 'sometimes' })).toThrow(/durability/)
   })
 })
+}
