@@ -2,8 +2,10 @@
 // monitoring them as `mymaster`, every process a redis-server child on free loopback ports, config
 // and data in a temporary folder removed by stop(). `url` is the store's URL form:
 // redis-sentinel://host:port/0?sentinelServiceName=mymaster&node=host:port&node=host:port (the
-// host and every `node` are sentinels). sentinelFailover() runs SENTINEL FAILOVER and waits until
-// every sentinel names the new master and the old one follows it.
+// host and every `node` are sentinels; `:password@` authenticates to the master and replica).
+// cli(port, ...args) runs redis-cli on any of them (with the password where needed).
+// sentinelFailover() runs SENTINEL FAILOVER and waits until every sentinel names the new master
+// and the old one follows it.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,8 +18,9 @@ const SENTINELS = 3
 const QUORUM = 2
 
 export class OwnSentinel {
-  static start() {
-    return startedOrStopped(new OwnSentinel())
+  /** `password`: the master and replica require it (the sentinels do not: the usual setup). */
+  static start({ password = null } = {}) {
+    return startedOrStopped(new OwnSentinel(), password)
   }
 
   constructor() {
@@ -26,7 +29,11 @@ export class OwnSentinel {
     this.name = NAME
   }
 
-  async _start() {
+  async _start(password) {
+    this.password = password
+    const auth = password ? ['--requirepass', password, '--masterauth', password] : []
+    const cli = (port, ...args) => redisCli(port, ...(password && this.dataPorts.includes(port) ? ['--no-auth-warning', '-a', password] : []), ...args)
+    this.cli = cli
     const ports = new Set()
     while (ports.size < 2 + SENTINELS) ports.add(await freePort())
     const [master, replica, ...sentinels] = [...ports]
@@ -34,10 +41,10 @@ export class OwnSentinel {
     this.sentinelPorts = sentinels
     const data = (port, extra = []) => {
       mkdirSync(join(this.dir, `redis-${port}`))
-      return { name: `redis-${port}`, port, args: ['--port', port, '--bind', HOST, '--save', '', '--appendonly', 'no', '--repl-diskless-sync-delay', '0', '--dir', join(this.dir, `redis-${port}`), ...extra].map(String) }
+      return { name: `redis-${port}`, port, args: ['--port', port, '--bind', HOST, '--save', '', '--appendonly', 'no', '--repl-diskless-sync-delay', '0', '--dir', join(this.dir, `redis-${port}`), ...auth, ...extra].map(String) }
     }
     this.children = await spawnServers(this.dir, [data(master), data(replica, ['--replicaof', HOST, master])])
-    await until(async () => infoFields(await redisCli(replica, 'info', 'replication')).master_link_status === 'up', 'the replica to sync')
+    await until(async () => infoFields(await cli(replica, 'info', 'replication')).master_link_status === 'up', 'the replica to sync')
     const specs = sentinels.map((port) => {
       const name = `sentinel-${port}`
       mkdirSync(join(this.dir, name))
@@ -49,6 +56,7 @@ export class OwnSentinel {
           `bind ${HOST}`,
           `dir ${join(this.dir, name)}`,
           `sentinel monitor ${NAME} ${HOST} ${master} ${QUORUM}`,
+          ...(password ? [`sentinel auth-pass ${NAME} ${password}`] : []),
           `sentinel down-after-milliseconds ${NAME} 1000`,
           `sentinel failover-timeout ${NAME} 10000`,
           `sentinel parallel-syncs ${NAME} 1`,
@@ -67,7 +75,7 @@ export class OwnSentinel {
       }
       return true
     }, 'the sentinels to see the replica and each other', 30_000)
-    this.url = `redis-sentinel://${HOST}:${sentinels[0]}/0?sentinelServiceName=${NAME}&${sentinels
+    this.url = `redis-sentinel://${password ? `:${encodeURIComponent(password)}@` : ''}${HOST}:${sentinels[0]}/0?sentinelServiceName=${NAME}&${sentinels
       .slice(1)
       .map((p) => `node=${HOST}:${p}`)
       .join('&')}`
@@ -91,8 +99,8 @@ export class OwnSentinel {
     if (reply !== 'OK') throw new Error(`SENTINEL FAILOVER answered ${reply}`)
     await until(async () => {
       if ((await this.masterPort()) !== to) return false
-      if (infoFields(await redisCli(to, 'info', 'replication')).role !== 'master') return false
-      const old = infoFields(await redisCli(from, 'info', 'replication'))
+      if (infoFields(await this.cli(to, 'info', 'replication')).role !== 'master') return false
+      const old = infoFields(await this.cli(from, 'info', 'replication'))
       return old.role === 'slave' && Number(old.master_port) === to && old.master_link_status === 'up'
     }, `the failover from ${from} to ${to}`, 30_000)
     return { from, to }
