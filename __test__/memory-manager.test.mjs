@@ -230,6 +230,9 @@ describe.skipIf(!hasRedisServer)(`RedisMemoryManager: ${topology.name}`, () => {
     const seed = own.cluster.masterPorts.at(-1)
     const store = new BaileysAuthStore(new BaileysRedisAdapter(seededAt(seed)), new BaileysOrmAdapter(db), { cache: false })
     try {
+      // a scan covers every primary (and no replica twice): all 12 are listed as in Redis
+      const listed = (await store.listSessions()).filter((s) => s.inRedis).map((s) => s.id)
+      expect(listed).toEqual([...sids].sort())
       const manager = new RedisMemoryManager(store._redis, { maxMemoryBytes: 1, measure: 'store' })
       const report = await manager.check()
       expect(report).toMatchObject({ evictedForMemory: sids.length, refused: 0 })
