@@ -1,7 +1,7 @@
 // RedisMemoryManager against a Redis server of the test's own and a Redis Cluster of the test's
 // own (support/topologies.mjs), with small budgets.
 import { execFile } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,7 +14,16 @@ import { TOPOLOGIES } from './support/topologies.mjs'
 
 const run = promisify(execFile)
 const hasRedisServer = await redisServerAvailable('the memory manager tests')
-const sqliteUrl = () => `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-mm-')), 'auth.db')}`
+// each SQLite file in a folder of its own, removed after the file's tests
+const tmpDirs = []
+afterAll(() => {
+  for (const dir of tmpDirs) rmSync(dir, { recursive: true, force: true })
+})
+const sqliteUrl = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wa-mm-'))
+  tmpDirs.push(dir)
+  return `sqlite://${join(dir, 'auth.db')}`
+}
 const sessionData = (i) => {
   const preKeys = {}
   for (let k = 0; k < 40; k++) preKeys[k] = { public: Buffer.alloc(32, k), private: Buffer.alloc(32, i % 256), pad: 'x'.repeat(200) }

@@ -1,7 +1,7 @@
 // Write-behind: Redis now, SQL later; close() flushes; after a crash any process flushes. On one
 // Redis server and on a Redis Cluster of the test's own.
 import { spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,7 +11,16 @@ import { redisServerAvailable } from './support/own-redis.mjs'
 import { TOPOLOGIES } from './support/topologies.mjs'
 
 const available = await redisServerAvailable('the write-behind tests')
-const sqliteUrl = () => `sqlite://${join(mkdtempSync(join(tmpdir(), 'wa-wb-')), 'auth.db')}`
+// each SQLite file in a folder of its own, removed after the file's tests
+const tmpDirs = []
+afterAll(() => {
+  for (const dir of tmpDirs) rmSync(dir, { recursive: true, force: true })
+})
+const sqliteUrl = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'wa-wb-'))
+  tmpDirs.push(dir)
+  return `sqlite://${join(dir, 'auth.db')}`
+}
 const sqlOnly = (db) => new BaileysAuthStore(null, new BaileysOrmAdapter(db), { cache: false })
 
 for (const topology of TOPOLOGIES) {
