@@ -17,7 +17,9 @@
 //!
 //! Stored bytes that start with `0x01` are compact; anything else is kept and returned as it was
 //! given (JSON text never starts with a control byte), so values written before this format, or
-//! values that are not JSON, stay readable.
+//! values that are not JSON, stay readable. `0x02` marks a value kept verbatim because it began
+//! with a header byte itself, and `0x03` a sealed value (`crate::crypto`, opened before this
+//! form is decoded).
 //!
 //! ```text
 //! value   = 0x01 node
@@ -45,10 +47,11 @@ pub const COMPACT: u8 = 0x01;
 pub const VERBATIM: u8 = 0x02;
 
 /// What to store for `value`: its compact form when `compact` and that is smaller, else the
-/// value itself (behind [`VERBATIM`] if it begins with a header byte).
+/// value itself (behind [`VERBATIM`] if it begins with a header byte: [`COMPACT`], [`VERBATIM`]
+/// or the sealed header [`crate::crypto::SEALED`], so no plain stored value looks sealed).
 pub fn store_form(value: &[u8], compact: bool) -> Option<Vec<u8>> {
     match value.first() {
-        Some(&COMPACT) | Some(&VERBATIM) => {
+        Some(&COMPACT) | Some(&VERBATIM) | Some(&crate::crypto::SEALED) => {
             let mut out = Vec::with_capacity(value.len() + 1);
             out.push(VERBATIM);
             out.extend_from_slice(value);
@@ -860,6 +863,7 @@ mod tests {
             &[COMPACT, 9, 9][..],
             &[VERBATIM][..],
             &[VERBATIM, COMPACT][..],
+            &[crate::crypto::SEALED, 1, 2][..],
         ] {
             let stored = store_form(v, true).unwrap();
             assert_eq!(stored[0], VERBATIM);

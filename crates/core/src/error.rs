@@ -43,6 +43,9 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     SessionLocked(String),
+    /// A sealed value did not open: wrong or missing key, altered, or copied from another record.
+    #[error("{0}")]
+    Decrypt(String),
 }
 
 impl Error {
@@ -58,6 +61,7 @@ impl Error {
             Error::CorruptValue(_) => "ERR_CORRUPT_VALUE",
             Error::Config(_) => "ERR_CONFIG",
             Error::SessionLocked(_) => "ERR_SESSION_LOCKED",
+            Error::Decrypt(_) => "ERR_DECRYPT",
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod events;
