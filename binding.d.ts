@@ -29,6 +29,11 @@ export declare class NativeAuthStore {
   setLogger(log: (level: string, code: string, message: string) => void): void
   /** Removes a session and the record of its deletion (tests and tools). */
   purgeSession(sessionId: string): Promise<void>
+  /**
+   * Re-seals every record of the session under the current encryption key (one write, in the
+   * session's call order).
+   */
+  rekeySession(sessionId: string, force?: boolean | undefined | null): Promise<NativeRekeyReport>
   /** Copies records written with `syncToDatabase: false` to SQL; returns how many. */
   flush(sessionId: string): Promise<number>
   /** Flushes every session marked dirty, by any process; returns the records flushed. */
@@ -90,12 +95,7 @@ export declare class RedisConnection {
 /** One SQL pool (sqlx) with the schema migrated, shared by the stores built on it. */
 export declare class SqlConnection {
   static connect(options: SqlConnectOptions): Promise<SqlConnection>
-  /**
-   * The durable tier of a persistence plug-in: `handler(requestJson)` answers each operation
-   * (lib/persistence/driver.js builds it from a Persistence object).
-   */
-  static fromPlugin(handler: (request: string) => Promise<string>, options?: PluginConnectOptions | undefined | null): SqlConnection
-  /** `postgres`, `mysql`, `sqlite` or `plugin`. */
+  /** `postgres`, `mysql` or `sqlite`. */
   get dialect(): string
   schemaVersion(): Promise<number>
   /**
@@ -155,8 +155,6 @@ export interface NativeLeaseOptions {
 
 export interface NativeMemoryStats {
   usedBytes: number
-  /** `server` measure: each server summed into usedBytes (every primary of a cluster). */
-  nodes: Array<NativeNodeMemory>
   maxBytes: number
   measure: string
   totalSessions: number
@@ -167,10 +165,11 @@ export interface NativeMemoryStats {
   checks: number
 }
 
-export interface NativeNodeMemory {
-  /** `host:port` */
-  node: string
-  usedBytes: number
+export interface NativeRekeyReport {
+  creds: boolean
+  types: Array<NativeTypeCount>
+  /** The write's version (0: the session holds nothing). */
+  version: number
 }
 
 /**
@@ -210,6 +209,10 @@ export interface NativeStoreOptions {
    * serves only held sessions). Default false here; the JavaScript facade turns it on.
    */
   leases?: boolean
+  /** Encryption at rest: the 32-byte AES-256 key every value is sealed under. */
+  encryptionKey?: Buffer
+  /** Older keys values may still be sealed under (they open, never seal). */
+  previousKeys?: Array<Buffer>
 }
 
 export interface NativeStoreStats {
@@ -225,10 +228,11 @@ export interface NativeStoreStats {
   /** Background problems reported to the logger. */
   warnings: number
   errors: number
-  /** Sessions with records not yet in SQL when the last flush pass started. */
-  flushDirtySessions: number
-  /** When the last flush pass finished without a failure (epoch ms). */
-  lastFlushMs?: number
+}
+
+export interface NativeTypeCount {
+  type: string
+  count: number
 }
 
 export interface NativeTypeSummary {
@@ -242,13 +246,6 @@ export interface NativeWriteOptions {
   ttlMs?: number
   /** Write although another process holds the session's lease (fences it). */
   force?: boolean
-}
-
-export interface PluginConnectOptions {
-  /** Deadline of one operation in milliseconds (default 5000). */
-  timeoutMs?: number
-  /** Group commits sent to the plug-in at once (default 2). */
-  parallel?: number
 }
 
 export interface RedisConnectOptions {

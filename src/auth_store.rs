@@ -23,6 +23,25 @@ pub struct NativeStoreOptions {
     /// Sessions have leases (writes to a session another process holds are refused; the cache
     /// serves only held sessions). Default false here; the JavaScript facade turns it on.
     pub leases: Option<bool>,
+    /// Encryption at rest: the 32-byte AES-256 key every value is sealed under.
+    pub encryption_key: Option<Buffer>,
+    /// Older keys values may still be sealed under (they open, never seal).
+    pub previous_keys: Option<Vec<Buffer>>,
+}
+
+#[napi(object)]
+pub struct NativeTypeCount {
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub count: f64,
+}
+
+#[napi(object)]
+pub struct NativeRekeyReport {
+    pub creds: bool,
+    pub types: Vec<NativeTypeCount>,
+    /// The write's version (0: the session holds nothing).
+    pub version: f64,
 }
 
 #[napi(object)]
@@ -158,9 +177,25 @@ impl NativeAuthStore {
             write_behind_ms: None,
             compact_values: None,
             leases: None,
+            encryption_key: None,
+            previous_keys: None,
         });
         o.compact_values = options.compact_values.unwrap_or(true);
         o.leases = options.leases.unwrap_or(false);
+        match (&options.encryption_key, &options.previous_keys) {
+            (Some(key), previous) => {
+                let previous: Vec<&[u8]> =
+                    previous.iter().flatten().map(|b| -> &[u8] { b }).collect();
+                let ring = wa_auth_core::crypto::Keyring::new(key, &previous).napi()?;
+                o.encryption = Some(Arc::new(ring));
+            }
+            (None, Some(_)) => {
+                return Err(to_napi(wa_auth_core::Error::Config(
+                    "previousKeys need the encryption key too".into(),
+                )))
+            }
+            (None, None) => {}
+        }
         if options.write_behind_ms.is_some() {
             o.write_behind = Some(millis(options.write_behind_ms, std::time::Duration::ZERO)?);
         }
@@ -277,6 +312,34 @@ impl NativeAuthStore {
     pub async fn purge_session(&self, session_id: String) -> napi::Result<()> {
         let sid = SessionId::new(session_id).napi()?;
         self.inner.purge_session(&sid).await.napi()
+    }
+
+    /// Re-seals every record of the session under the current encryption key (one write, in the
+    /// session's call order).
+    #[napi]
+    pub async fn rekey_session(
+        &self,
+        session_id: String,
+        force: Option<bool>,
+    ) -> napi::Result<NativeRekeyReport> {
+        let sid = SessionId::new(session_id).napi()?;
+        let r = self
+            .inner
+            .rekey_session(&sid, force.unwrap_or(false))
+            .await
+            .napi()?;
+        Ok(NativeRekeyReport {
+            creds: r.creds,
+            types: r
+                .types
+                .into_iter()
+                .map(|(kind, count)| NativeTypeCount {
+                    kind,
+                    count: count as f64,
+                })
+                .collect(),
+            version: r.version as f64,
+        })
     }
 
     /// Copies records written with `syncToDatabase: false` to SQL; returns how many.

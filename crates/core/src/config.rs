@@ -284,6 +284,10 @@ pub struct StoreOptions {
     /// refused, and the cache serves only sessions this store holds. `false`: one process per
     /// session is assumed and nothing is checked.
     pub leases: bool,
+    /// Encryption at rest (`crate::crypto`): every value sealed before it reaches Redis or SQL.
+    /// `None`: values are stored plain (sealed ones then fail to read with `ERR_DECRYPT`).
+    /// Its `Debug` shows key ids only.
+    pub encryption: Option<std::sync::Arc<crate::crypto::Keyring>>,
 }
 
 impl Default for StoreOptions {
@@ -293,6 +297,7 @@ impl Default for StoreOptions {
             write_behind: None,
             compact_values: true,
             leases: false,
+            encryption: None,
         }
     }
 }

@@ -73,6 +73,7 @@ pub(crate) struct Leases {
 }
 
 /// The epoch a write carries, and whether it took the lease just for this write (force).
+#[derive(Clone, Copy)]
 pub(crate) struct Fence {
     pub epoch: Option<u64>,
     pub release: bool,

@@ -1152,6 +1152,17 @@ impl RedisTier {
 
     /// Records and value bytes per key type of one session (reads every value: for tools, not
     /// for hot paths). Tombstones are not counted.
+    /// The key types the session has in Redis (its `t` set), unescaped.
+    pub async fn types(&self, sid: &SessionId) -> Result<Vec<String>> {
+        let types: Vec<String> = self
+            .call("smembers", self.client.smembers(self.types_key(sid)))
+            .await?;
+        Ok(types
+            .into_iter()
+            .filter_map(|t| crate::ident::unescape(&t))
+            .collect())
+    }
+
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
         let mut types: Vec<String> = self
             .call("smembers", self.client.smembers(self.types_key(sid)))

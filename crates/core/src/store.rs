@@ -30,11 +30,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cache::{CacheStats, KeyCache};
 use crate::codec;
 use crate::config::StoreOptions;
+use crate::crypto::{self, Keyring, Record};
 use crate::envelope::Opened;
 use crate::error::{Error, Result, Tier};
 use crate::events::{EventSink, Events};
 use crate::ident;
-use crate::lease::{locked, Leases};
+use crate::lease::{locked, Fence, Leases};
 use crate::model::{KeyWrite, SessionId, Value, WriteBatch, WriteOptions};
 use crate::redis::{Applied, Durability, RedisTier, WriteStamp, CREDS_RECORD, NOSQL_RECORD};
 use crate::sql::{SqlStore, TypeSummary, VersionedWrite};
@@ -48,6 +49,20 @@ const LANE_QUEUE: usize = 1024;
 const REDIS_LANES: usize = 4;
 /// Sessions flushed at once by a flush pass.
 const FLUSH_PARALLEL: usize = 32;
+
+/// Ids read per `get_keys` while a session is rekeyed.
+const REKEY_CHUNK: usize = 500;
+
+/// What [`AuthStore::rekey_session`] rewrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// The creds were rewritten.
+    pub creds: bool,
+    /// Records rewritten per key type, in type order.
+    pub types: Vec<(String, u64)>,
+    /// The version of the write (0: the session holds nothing).
+    pub version: u64,
+}
 
 /// Which tiers answered reads, and how often.
 /// A session as [`AuthStore::list_sessions`] finds it.
@@ -271,6 +286,9 @@ enum Op {
     },
     Flush,
     Rebuild,
+    /// Answers once every job queued before it went through both stages (see
+    /// [`AuthStore::rekey_session`]).
+    Barrier,
 }
 
 struct WriteJob {
@@ -324,6 +342,8 @@ pub struct AuthStore {
     write_behind: Option<Duration>,
     /// Store values in the compact form of `codec`.
     compact: bool,
+    /// Seal every value before it reaches Redis or SQL (`crate::crypto`).
+    keyring: Option<Arc<Keyring>>,
     /// Sessions this process wrote behind, flushed on close.
     behind: Mutex<HashSet<String>>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -336,6 +356,7 @@ impl std::fmt::Debug for AuthStore {
             .field("cache", &t.cache.is_some())
             .field("redis", &t.redis)
             .field("sql", &t.sql)
+            .field("encryption", &self.keyring)
             .finish()
     }
 }
@@ -394,6 +415,7 @@ impl AuthStore {
             closed: AtomicBool::new(false),
             write_behind: options.write_behind,
             compact: options.compact_values,
+            keyring: options.encryption,
             behind: Mutex::new(HashSet::new()),
             flusher: Mutex::new(None),
         })
@@ -401,6 +423,17 @@ impl AuthStore {
 
     fn tiers(&self) -> &Tiers {
         &self.pipeline.tiers
+    }
+
+    /// Stored bytes from Redis or SQL as the JSON text callers read: opened when sealed
+    /// (`ERR_DECRYPT` when they do not open), then expanded.
+    fn reveal(&self, sid: &SessionId, record: Record<'_>, stored: Value) -> Result<Value> {
+        expand(crypto::reveal(
+            self.keyring.as_deref(),
+            sid,
+            record,
+            stored,
+        )?)
     }
 
     /// Where background failures go (default: stderr). The Redis connection's too.
@@ -504,7 +537,9 @@ impl AuthStore {
                 }
             }
         }
-        let found = found.map(expand).transpose()?;
+        let found = found
+            .map(|v| self.reveal(sid, Record::Creds, v))
+            .transpose()?;
         if let (Some(cache), Some(epoch), Some(v)) = (cache, epoch, &found) {
             cache.fill_creds(epoch, sid, v);
         }
@@ -579,7 +614,8 @@ impl AuthStore {
                 for (&i, rec) in todo.iter().zip(got) {
                     match rec {
                         Some(Opened { value: Some(v), .. }) => {
-                            out[i] = Some(expand(v)?);
+                            let record = Record::Key { kind, id: &ids[i] };
+                            out[i] = Some(self.reveal(sid, record, v)?);
                             filled.push(i);
                         }
                         // deleted in Redis only (write-behind): SQL's copy is older
@@ -602,7 +638,8 @@ impl AuthStore {
                         rows.iter().map(|r| (r.id.as_str(), &r.value)).collect();
                     for &i in &todo {
                         if let Some(v) = by_id.get(ids[i].as_str()) {
-                            out[i] = Some(expand((*v).clone())?);
+                            let record = Record::Key { kind, id: &ids[i] };
+                            out[i] = Some(self.reveal(sid, record, (*v).clone())?);
                             filled.push(i);
                         }
                     }
@@ -662,8 +699,20 @@ impl AuthStore {
     pub async fn write_in_turn(
         &self,
         sid: &SessionId,
+        batch: WriteBatch,
+        opts: &WriteOptions,
+        ticket: Ticket,
+    ) -> Result<u64> {
+        self.write_fenced(sid, batch, opts, None, ticket).await
+    }
+
+    /// [`Self::write_in_turn`] carrying `fence` (taken earlier) when given.
+    async fn write_fenced(
+        &self,
+        sid: &SessionId,
         mut batch: WriteBatch,
         opts: &WriteOptions,
+        fence: Option<Fence>,
         mut ticket: Ticket,
     ) -> Result<u64> {
         self.check_open()?;
@@ -684,7 +733,7 @@ impl AuthStore {
         }
         // the tiers get the stored forms, the cache the JSON text callers read
         let plain = t.cache.is_some().then(|| batch.clone());
-        let batch = store_forms(batch, self.compact).await?;
+        let batch = store_forms(batch, self.compact, sid, self.keyring.clone()).await?;
         let redis = t.redis.as_ref().map(|_| match (&t.sql, to_sql) {
             (Some(_), true) => Durability::Durable,
             (Some(_), false) => Durability::RedisOnly,
@@ -694,7 +743,10 @@ impl AuthStore {
             self.behind.lock().insert(sid.to_string());
             self.start_flusher();
         }
-        let fence = self.fence(sid, opts.force).await?;
+        let fence = match fence {
+            Some(f) => f,
+            None => self.fence(sid, opts.force).await?,
+        };
         let slot = self.pipeline.session(sid).await?;
         self.touch(sid);
         let job = WriteJob {
@@ -713,6 +765,88 @@ impl AuthStore {
             self.release_lease(sid).await?;
         }
         r
+    }
+
+    /// Re-seals every record of a session (its creds and every key) under the current
+    /// encryption key, through the normal write path: one atomic write at the session's next
+    /// version, in its call order. Writes called before it land first (and are what it
+    /// rewrites); writes called after it wait until it is queued. Plain records (written before
+    /// encryption was turned on) are sealed too. Once every session was rekeyed, `previousKeys`
+    /// can be dropped. The write carries the lease epoch taken before the records are read, so a
+    /// process that took the session meanwhile fences it instead of being rolled back.
+    pub async fn rekey_session(&self, sid: &SessionId, force: bool) -> Result<RekeyReport> {
+        self.check_open()?;
+        if self.keyring.is_none() {
+            return Err(Error::Config(
+                "rekey needs the store's encryption option (the key to seal under)".into(),
+            ));
+        }
+        let ticket = self.ticket(sid);
+        ticket.slot.wait_turn(ticket.n).await;
+        let fence = self.fence(sid, force).await?;
+        let r = self.rekey_in_turn(sid, fence, ticket).await;
+        if fence.release {
+            self.release_lease(sid).await?;
+        }
+        r
+    }
+
+    async fn rekey_in_turn(
+        &self,
+        sid: &SessionId,
+        fence: Fence,
+        ticket: Ticket,
+    ) -> Result<RekeyReport> {
+        // every write queued before this one has gone through both stages
+        let slot = self.pipeline.session(sid).await?;
+        self.pipeline.submit(sid, slot, Op::Barrier).await?;
+        let t = self.tiers();
+        let mut kinds: std::collections::BTreeSet<String> = Default::default();
+        if let Some(sql) = &t.sql {
+            kinds.extend(sql.summary(sid).await?.into_iter().map(|s| s.kind));
+        }
+        if let Some(redis) = &t.redis {
+            kinds.extend(redis.types(sid).await?);
+        }
+        let mut batch = WriteBatch {
+            creds: self.get_creds(sid).await?,
+            keys: Vec::new(),
+        };
+        let mut report = RekeyReport {
+            creds: batch.creds.is_some(),
+            ..Default::default()
+        };
+        for kind in kinds {
+            let ids = self.list_ids(sid, &kind).await?;
+            let mut count = 0;
+            for chunk in ids.chunks(REKEY_CHUNK) {
+                let got = self.get_keys(sid, &kind, chunk).await?;
+                for (id, value) in chunk.iter().zip(got) {
+                    if let Some(v) = value {
+                        count += 1;
+                        batch.keys.push(KeyWrite {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                            value: Some(v),
+                        });
+                    }
+                }
+            }
+            if count > 0 {
+                report.types.push((kind, count));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        let unfenced = Fence {
+            release: false,
+            ..fence
+        };
+        report.version = self
+            .write_fenced(sid, batch, &WriteOptions::default(), Some(unfenced), ticket)
+            .await?;
+        Ok(report)
     }
 
     /// Copies a session's records that were written to Redis only (`syncToDatabase: false`,
@@ -1198,7 +1332,7 @@ async fn commit_stage(
             .map(|j| {
                 let v = match j.op {
                     Op::Write(_) | Op::Clear { .. } => j.slot.next_version(),
-                    Op::Flush | Op::Rebuild => 0,
+                    Op::Flush | Op::Rebuild | Op::Barrier => 0,
                 };
                 (j, v)
             })
@@ -1332,6 +1466,7 @@ async fn apply_stage(tiers: Arc<Tiers>, mut rx: mpsc::Receiver<Vec<(Job, u64)>>)
                 }
                 Op::Flush => flush_session(&tiers, &job.sid).await,
                 Op::Rebuild => rebuild(&tiers, &job.sid, &job.slot).await.map(|_| 0),
+                Op::Barrier => Ok(0),
             };
             job.answer(r);
         }
@@ -1623,7 +1758,7 @@ async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64> {
     Ok(flushed)
 }
 
-/// The stored bytes as the JSON text they encode (compact values expanded, others as they are).
+/// The stored form as the JSON text it encodes (compact values expanded, others as they are).
 fn expand(v: Value) -> Result<Value> {
     match v.first() {
         Some(&codec::COMPACT) | Some(&codec::VERBATIM) => Ok(Value::from(codec::decode(&v)?)),
@@ -1631,29 +1766,52 @@ fn expand(v: Value) -> Result<Value> {
     }
 }
 
-/// Values of a batch in their stored form (`codec::store_form`); large batches off the async
-/// workers.
-async fn store_forms(batch: WriteBatch, compact: bool) -> Result<WriteBatch> {
-    fn run(mut batch: WriteBatch, compact: bool) -> WriteBatch {
-        let squeeze = |v: &mut Value| {
+/// Values of a batch in their stored form (`codec::store_form`), then sealed when the store
+/// encrypts (`crypto`: bound to the session, type and id); large batches off the async workers.
+/// The one place values are sealed: every tier gets these bytes, and flushes, warms and
+/// rebuilds move them between tiers as they are.
+async fn store_forms(
+    batch: WriteBatch,
+    compact: bool,
+    sid: &SessionId,
+    keyring: Option<Arc<Keyring>>,
+) -> Result<WriteBatch> {
+    fn run(
+        mut batch: WriteBatch,
+        compact: bool,
+        sid: &str,
+        keyring: Option<&Keyring>,
+    ) -> Result<WriteBatch> {
+        let squeeze = |v: &mut Value, record: Record<'_>| -> Result<()> {
             if let Some(c) = codec::store_form(v, compact) {
                 *v = Value::from(c);
             }
+            if let Some(k) = keyring {
+                *v = Value::from(k.seal(sid, record, v)?);
+            }
+            Ok(())
         };
         if let Some(c) = batch.creds.as_mut() {
-            squeeze(c);
+            squeeze(c, Record::Creds)?;
         }
         for k in &mut batch.keys {
             if let Some(v) = k.value.as_mut() {
-                squeeze(v);
+                squeeze(
+                    v,
+                    Record::Key {
+                        kind: &k.kind,
+                        id: &k.id,
+                    },
+                )?;
             }
         }
-        batch
+        Ok(batch)
     }
-    if batch.keys.len() <= 64 || !compact {
-        return Ok(run(batch, compact));
+    if batch.keys.len() <= 64 || !(compact || keyring.is_some()) {
+        return run(batch, compact, sid, keyring.as_deref());
     }
-    tokio::task::spawn_blocking(move || run(batch, compact))
+    let sid = sid.to_string();
+    tokio::task::spawn_blocking(move || run(batch, compact, &sid, keyring.as_deref()))
         .await
-        .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))
+        .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))?
 }
