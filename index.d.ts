@@ -20,6 +20,7 @@ export type WaAuthStoreErrorCode =
   | 'ERR_NOT_FOUND'
   | 'ERR_IO'
   | 'ERR_FOLDER_NOT_EMPTY'
+  | 'ERR_DECRYPT'
 
 export declare class WaAuthStoreError extends Error {
   readonly code: WaAuthStoreErrorCode
@@ -109,6 +110,23 @@ export interface StoreOptions {
    * lease epoch. `false`: no leases, the in-process cache trusted for every session.
    */
   lease?: false | LeaseOptions
+  /**
+   * Encryption at rest: every value (creds and every key record) sealed with AES-256-GCM before it
+   * reaches Redis or SQL, bound to its session, type and id. Keys are 32 bytes (a Buffer, a
+   * Uint8Array or base64 text). `previousKeys` still open values sealed under them (rotation; see
+   * rekeySessions). A value that does not open rejects with ERR_DECRYPT.
+   */
+  encryption?: EncryptionOptions
+}
+
+/** A 32-byte AES-256 key: bytes, or their base64 text. */
+export type EncryptionKey = Buffer | Uint8Array | string
+
+export interface EncryptionOptions {
+  /** The key every value is sealed under. */
+  key: EncryptionKey
+  /** Older keys: values sealed under them still open (never sealed again under them). */
+  previousKeys?: EncryptionKey[]
 }
 
 /** Codes of the background reports (README, "What reaches the logger"), besides any backend `ERR_*`. */
@@ -296,6 +314,11 @@ export declare class BaileysAuthStore {
    * keeps the record of its deletion); describeSession() tells what it holds.
    */
   listSessions(): Promise<Array<{ id: string; inSql: boolean; inRedis: boolean; version: number; updatedAt: number | null }>>
+  /**
+   * Re-seals every record of the session under the current encryption key, as one write in the
+   * session's call order. Needs the `encryption` option.
+   */
+  rekeySession(sessionId: string, options?: { force?: boolean }): Promise<RekeySessionResult>
   /** Copies the session's records not yet in SQL (write-behind, syncToDatabase: false); returns how many. */
   flush(sessionId: string): Promise<number>
   /** Flushes every dirty session of any process (crash recovery); returns the records flushed. */
@@ -459,6 +482,28 @@ export interface SessionVerification {
 
 /** Decodes every record of the named sessions (default: all) and reports the corrupt ones. */
 export declare function verifySessions(store: BaileysAuthStore, sessionIds?: string[], options?: { onProgress?(done: number, total: number): void }): Promise<SessionVerification[]>
+
+export interface RekeySessionResult {
+  /** The creds were re-sealed. */
+  creds: boolean
+  /** Records re-sealed per key type. */
+  counts: { [type: string]: number }
+  /** Records re-sealed, creds included. */
+  records: number
+}
+
+export interface RekeyResult {
+  /** Sessions that held records (deleted sessions are left out). */
+  sessions: Array<{ sessionId: string } & RekeySessionResult>
+  records: number
+}
+
+/**
+ * Re-seals every record of every session (or those named) under the store's current encryption
+ * key, each session as one write through the normal write path, so `previousKeys` can be dropped
+ * afterwards. Running it again is harmless.
+ */
+export declare function rekeySessions(store: BaileysAuthStore, options?: { sessions?: string[]; onProgress?(done: number, total: number, sessionId: string): void }): Promise<RekeyResult>
 
 /** What importSeedSessions repaired (what wa-auth-store 0.6 is known to corrupt). */
 export type SeedRepairKind = 'base64-text-buffers' | 'buffer-arrays' | 'app-state-key-data' | 'stale-sessions'

@@ -17,6 +17,7 @@ const { prune, RULES: PRUNE_RULES } = require('./lib/tools/prune.js')
 const { PersistenceDriver } = require('./lib/persistence/driver.js')
 const { MemoryPersistence } = require('./lib/persistence/memory.js')
 const { MikroOrmPersistence } = require('./lib/persistence/mikro-orm.js')
+const { rekeySessions } = require('./lib/tools/rekey.js')
 
 module.exports.BaileysRedisAdapter = BaileysRedisAdapter
 module.exports.BaileysOrmAdapter = BaileysOrmAdapter
@@ -39,3 +40,4 @@ module.exports.PRUNE_RULES = PRUNE_RULES
 module.exports.PersistenceDriver = PersistenceDriver
 module.exports.MemoryPersistence = MemoryPersistence
 module.exports.MikroOrmPersistence = MikroOrmPersistence
+module.exports.rekeySessions = rekeySessions

@@ -38,6 +38,39 @@ function parseField(field) {
   return { type, id: field.slice(type.length + 1) }
 }
 
+/** Bytes of an AES-256 key. */
+const KEY_BYTES = 32
+
+/** Each store's encryption keys, out of sight of util.inspect and JSON.stringify. */
+const ENCRYPTION = new WeakMap()
+
+/** One encryption key (Buffer, Uint8Array, or base64 text) as a Buffer of our own; never quoted. */
+function encryptionKey(value, name) {
+  let bytes
+  if (typeof value === 'string') {
+    // 32 bytes are 43 base64 characters and one '=' (standard or URL alphabet)
+    if (!/^(?:[A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?$/.test(value.trim())) throw invalid(`${name} must be 32 bytes as a Buffer, a Uint8Array or base64 text (44 characters)`)
+    bytes = Buffer.from(value.trim(), 'base64')
+  } else if (value instanceof Uint8Array) {
+    bytes = Buffer.from(value) // a copy: the caller may reuse theirs
+  } else {
+    throw invalid(`${name} must be 32 bytes as a Buffer, a Uint8Array or base64 text`)
+  }
+  if (bytes.length !== KEY_BYTES) throw invalid(`${name} must be ${KEY_BYTES} bytes (AES-256); it is ${bytes.length}`)
+  return bytes
+}
+
+/** `encryption: { key, previousKeys? }`, checked: `{ key, previousKeys }` as Buffers, or null. */
+function encryptionOptions(encryption) {
+  if (encryption == null) return null
+  if (!isPlainObject(encryption)) throw invalid('encryption must be an object { key, previousKeys? }')
+  for (const k of Object.keys(encryption)) if (k !== 'key' && k !== 'previousKeys') throw invalid(`unknown encryption option "${k}"`)
+  const key = encryptionKey(encryption.key, 'encryption.key')
+  const { previousKeys = [] } = encryption
+  if (!Array.isArray(previousKeys)) throw invalid('encryption.previousKeys must be an array of keys')
+  return { key, previousKeys: previousKeys.map((k, i) => encryptionKey(k, `encryption.previousKeys[${i}]`)) }
+}
+
 function optionalBoolean(value, name) {
   if (value != null && typeof value !== 'boolean') throw invalid(`${name} must be a boolean`)
 }
@@ -105,7 +138,7 @@ function setOwn(obj, key, value) {
 function storeOptions(options) {
   return reading('store options', () => {
     if (options != null && !isPlainObject(options)) throw invalid('store options must be an object')
-    const { cache, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues, logger, lease } = options ?? {}
+    const { cache, cacheMaxBytes, baileys, memoryManager, durability = 'write-through', flushIntervalMs = 1000, compactValues, logger, lease, encryption } = options ?? {}
     optionalBoolean(cache, 'cache')
     optionalBoolean(compactValues, 'compactValues')
     if (logger != null && (typeof logger !== 'object' || typeof logger.warn !== 'function')) {
@@ -117,7 +150,7 @@ function storeOptions(options) {
       throw invalid('memoryManager must be true, false or an object of RedisMemoryManager options')
     }
     const memory = memoryManager === true ? {} : memoryManager ? managerOptions(memoryManager) : null
-    return { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease: leaseOptions(lease) }
+    return { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease: leaseOptions(lease), encryption: encryptionOptions(encryption) }
   })
 }
 
@@ -141,7 +174,7 @@ class BaileysAuthStore {
     if (!redisAdapter && !ormAdapter) {
       throw invalid('a store needs a Redis adapter, a SQL adapter or both; openAuthStore() opens the embedded SQLite default')
     }
-    const { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease } = storeOptions(options)
+    const { cache, cacheMaxBytes, baileys, memory, durability, flushIntervalMs, compactValues, logger, lease, encryption } = storeOptions(options)
     if (durability === 'write-behind' && (!redisAdapter || !ormAdapter)) throw invalid('write-behind needs a Redis adapter and a SQL adapter')
     if (memory && !redisAdapter) throw invalid('memoryManager needs a Redis adapter')
     this._logger = logger ?? CONSOLE_LOGGER
@@ -159,6 +192,9 @@ class BaileysAuthStore {
     this._memoryOptions = memory
     this.memoryManager = null
     this._metrics = new StoreMetrics(this)
+    if (encryption) ENCRYPTION.set(this, encryption)
+    // a retried open must never go on without the keys (they are wiped once used)
+    this._encrypted = Boolean(encryption)
   }
 
   /** Throws ERR_STORE_CLOSED once close() was called (calls that need no I/O included). */
@@ -171,7 +207,15 @@ class BaileysAuthStore {
     if (this._closed) return Promise.reject(new WaAuthStoreError('ERR_STORE_CLOSED', 'the store is closed'))
     this._ready ??= (async () => {
       await Promise.all([this._redis?.connect(), this._orm?.connect()])
-      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues, leases: this._lease !== false }))
+      const keys = ENCRYPTION.get(this)
+      if (this._encrypted && !keys) throw new WaAuthStoreError('ERR_CONFIG', 'this store was opened with encryption keys, which are wiped once its native store holds them; open a new store')
+      const native = await call(() => new NativeAuthStore(this._redis?.redis ?? null, this._orm?.connection ?? null, { cacheMaxBytes: this._cacheMaxBytes, writeBehindMs: this._writeBehindMs, compactValues: this._compactValues, leases: this._lease !== false, encryptionKey: keys?.key, previousKeys: keys?.previousKeys }))
+      if (keys) {
+        // the native store holds them now: wipe our copies
+        keys.key.fill(0)
+        for (const k of keys.previousKeys) k.fill(0)
+        ENCRYPTION.delete(this)
+      }
       native.setLogger((level, code, message) => {
         this._metrics.report(level, code)
         report(this._logger, level, code, message)
@@ -369,6 +413,22 @@ class BaileysAuthStore {
     const native = await this._native()
     const [creds, types] = await Promise.all([call(() => native.getCreds(sessionId)), call(() => native.summary(sessionId))])
     return { creds: creds != null, credsBytes: creds?.length ?? 0, types }
+  }
+
+  /**
+   * Re-seals every record of the session (creds and keys) under the current encryption key, as
+   * one write in the session's call order (versions rise like any write's). Returns `{ creds,
+   * counts: { type: n }, records }`. Needs the `encryption` option; ERR_SESSION_LOCKED while
+   * another process holds the session (unless `force`).
+   */
+  async rekeySession(sessionId, options) {
+    checkSessionId(sessionId)
+    const force = forceOption(options)
+    const native = await this._native()
+    const r = await call(() => native.rekeySession(sessionId, force))
+    const counts = {}
+    for (const t of r.types) counts[t.type] = t.count
+    return { creds: r.creds, counts, records: r.types.reduce((n, t) => n + t.count, r.creds ? 1 : 0) }
   }
 
   /**

@@ -6,6 +6,9 @@ const { WaAuthStoreError, invalid } = require('../errors.js')
 const { checkSessionId } = require('../validate.js')
 const { READ_CHUNK } = require('./common.js')
 
+/** Codes of a record that cannot be read (as opposed to a backend failure). */
+const UNREADABLE = new Set(['ERR_CORRUPT_VALUE', 'ERR_DECRYPT'])
+
 /** The creds fields Baileys cannot open a socket without (key pairs hold 32-byte keys). */
 const CREDS_KEY_PAIRS = ['noiseKey', 'signedIdentityKey', 'pairingEphemeralKeyPair']
 
@@ -80,7 +83,7 @@ async function verifySession(store, sessionId) {
       if (problem) corrupt.push({ type: 'creds', id: '', bytes: 0, problem })
     }
   } catch (err) {
-    if (err?.code !== 'ERR_CORRUPT_VALUE') throw err
+    if (!UNREADABLE.has(err?.code)) throw err
     records++
     corrupt.push({ type: 'creds', id: '', bytes: credsBytes, problem: err.message })
   }
@@ -93,13 +96,13 @@ async function verifySession(store, sessionId) {
       try {
         await store.getKeys(sessionId, type, chunk)
       } catch (err) {
-        if (err?.code !== 'ERR_CORRUPT_VALUE') throw err
+        if (!UNREADABLE.has(err?.code)) throw err
         // one record spoils the batch: find which, one by one
         for (const id of chunk) {
           try {
             await store.getKeys(sessionId, type, [id])
           } catch (e) {
-            if (e?.code !== 'ERR_CORRUPT_VALUE') throw e
+            if (!UNREADABLE.has(e?.code)) throw e
             corrupt.push({ type, id, problem: e.message })
           }
         }
