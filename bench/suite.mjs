@@ -146,7 +146,7 @@ const workloads = {
 async function footprint(list, ctx, print) {
   const n = Number(process.env.BENCH_FOOTPRINT_SESSIONS ?? 200)
   const rows = []
-  for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability) || s.community)) {
+  for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability && !s.config.encryption) || s.community)) {
     const sys = await spec.open()
     const tag = `${BENCH_PREFIX}fp${uniq++}`
     for (let i = 0; i < n; i++) {
@@ -180,14 +180,16 @@ export async function runSuite({ services, print = console.log }) {
   // the Redis server's pid, to count its CPU per write (a server on another machine reads as 0)
   ctx.redisPid = ctx.redis ? Number(/process_id:(\d+)/.exec(await ctx.redis.info('server'))?.[1]) || null : null
   const results = {}
-  // BENCH_WORKLOADS=loop,cold: only the workloads whose names contain one of those words
-  const only = process.env.BENCH_WORKLOADS?.split(',').filter(Boolean)
+  // BENCH_WORKLOADS=loop,cold: only the workloads whose names contain one of those words (default all)
+  const only = process.env.BENCH_WORKLOADS?.split(',').map((w) => w.trim()).filter(Boolean)
   for (const [wl, fn] of Object.entries(workloads)) {
     if (only && !only.some((w) => wl.includes(w))) continue
-    results[wl] = Object.fromEntries(list.map((s) => [s.name, []]))
+    // systems that name their workloads run only those (the encrypted variants)
+    const systems = list.filter((s) => !s.workloads || s.workloads.some((w) => wl.startsWith(w)))
+    results[wl] = Object.fromEntries(systems.map((s) => [s.name, []]))
     for (let r = 0; r < ROUNDS; r++) {
       // interleaved: every system once per round, the order rotated each round
-      const order = list.map((_, i) => list[(i + r) % list.length])
+      const order = systems.map((_, i) => systems[(i + r) % systems.length])
       for (const spec of order) {
         const sys = await spec.open()
         try {
@@ -197,10 +199,10 @@ export async function runSuite({ services, print = console.log }) {
         }
       }
     }
-    printWorkload(wl, results[wl], print)
+    printWorkload(wl, results[wl], print, systems)
   }
   let fp
-  if (ctx.redis && ctx.pg) {
+  if (ctx.redis && ctx.pg && !only) {
     fp = await footprint(list, ctx, print)
     print(`\n### footprint (${fp.n} sessions: 800 pre-keys, 50 sessions, 3 sender keys each)\n`)
     print('| system | Redis bytes / session | SQL bytes / session |')
@@ -211,14 +213,14 @@ export async function runSuite({ services, print = console.log }) {
       print(`| ${r.name} | ${fmt(r.redis, 0)}${ratio(r.redis, base?.redis)} | ${fmt(r.sql, 0)}${ratio(r.sql, base?.sql)} |`)
     }
   }
-  if (ctx.redis && ctx.pg) {
+  if (ctx.redis && ctx.pg && !only) {
     // the same data in a Redis configured to keep hashes of up to 1024 fields as listpacks
     const { OwnRedis } = await import('./lib.mjs')
     const own = await OwnRedis.start()
     const tuned = new Redis(own.url)
     await tuned.config('SET', 'hash-max-listpack-entries', '1024')
     await tuned.config('SET', 'hash-max-listpack-value', '1024')
-    const spec = list.find((s) => s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability)
+    const spec = list.find((s) => s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability && !s.config.encryption)
     const comm = list.find((s) => s.community)
     const tunedList = [
       { ...spec, name: `${spec.name} (listpack hashes)`, open: async () => (await import('./systems.mjs')).oursFrom({ ...spec.config, redis: own.url }) },
@@ -237,7 +239,7 @@ export async function runSuite({ services, print = console.log }) {
   return { results, footprint: fp }
 }
 
-function printWorkload(wl, bySystem, print) {
+function printWorkload(wl, bySystem, print, systems) {
   const med = (runs, k) => median(runs.map((x) => x[k]).filter((v) => v !== undefined))
   const first = Object.values(bySystem)[0][0]
   const community = Object.entries(bySystem).find(([n]) => n.includes('community'))
@@ -257,6 +259,12 @@ function printWorkload(wl, bySystem, print) {
     if (Number.isFinite(raw)) extra.push(`raw HMGET ${fmt(raw, 2)} ms (${fmt(med(runs, 'p50') / raw, 2)}x)`)
     const nb = med(runs, 'nativeBytes')
     if (Number.isFinite(nb)) extra.push(`store, bytes without decode ${fmt(nb, 2)} ms (${fmt(nb / raw, 2)}x raw)`)
+    const plain = systems.find((s) => s.name === name)?.plain
+    if (plain && bySystem[plain]) {
+      const p = med(bySystem[plain], 'value')
+      const cost = first.higher ? p / v : v / p
+      extra.push(`encryption costs ${fmt((cost - 1) * 100, 1)} % (${fmt(cost, 3)}x ${plain.replace('store: ', '')})`)
+    }
     const bare = med(runs, 'bareSelect')
     if (Number.isFinite(bare)) extra.push(`bare SELECT ${fmt(bare, 2)} ms (${fmt(v / bare, 2)}x)`)
     const cpu = med(runs, 'cpuTotal')
