@@ -95,7 +95,12 @@ export declare class RedisConnection {
 /** One SQL pool (sqlx) with the schema migrated, shared by the stores built on it. */
 export declare class SqlConnection {
   static connect(options: SqlConnectOptions): Promise<SqlConnection>
-  /** `postgres`, `mysql` or `sqlite`. */
+  /**
+   * The durable tier of a persistence plug-in: `handler(requestJson)` answers each operation
+   * (lib/persistence/driver.js builds it from a Persistence object).
+   */
+  static fromPlugin(handler: (request: string) => Promise<string>, options?: PluginConnectOptions | undefined | null): SqlConnection
+  /** `postgres`, `mysql`, `sqlite` or `plugin`. */
   get dialect(): string
   schemaVersion(): Promise<number>
   /**
@@ -155,6 +160,8 @@ export interface NativeLeaseOptions {
 
 export interface NativeMemoryStats {
   usedBytes: number
+  /** `server` measure: each server summed into usedBytes (every primary of a cluster). */
+  nodes: Array<NativeNodeMemory>
   maxBytes: number
   measure: string
   totalSessions: number
@@ -163,6 +170,12 @@ export interface NativeMemoryStats {
   evictionsAllProcesses: number
   refusedEvictions: number
   checks: number
+}
+
+export interface NativeNodeMemory {
+  /** `host:port` */
+  node: string
+  usedBytes: number
 }
 
 export interface NativeRekeyReport {
@@ -228,6 +241,10 @@ export interface NativeStoreStats {
   /** Background problems reported to the logger. */
   warnings: number
   errors: number
+  /** Sessions with records not yet in SQL when the last flush pass started. */
+  flushDirtySessions: number
+  /** When the last flush pass finished without a failure (epoch ms). */
+  lastFlushMs?: number
 }
 
 export interface NativeTypeCount {
@@ -246,6 +263,13 @@ export interface NativeWriteOptions {
   ttlMs?: number
   /** Write although another process holds the session's lease (fences it). */
   force?: boolean
+}
+
+export interface PluginConnectOptions {
+  /** Deadline of one operation in milliseconds (default 5000). */
+  timeoutMs?: number
+  /** Group commits sent to the plug-in at once (default 2). */
+  parallel?: number
 }
 
 export interface RedisConnectOptions {
