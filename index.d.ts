@@ -477,7 +477,7 @@ export interface SessionVerification {
   id: string
   records: number
   /** Records that do not decode (or creds without the fields Baileys needs). */
-  corrupt: Array<{ type: string; id: string; problem: string }>
+  corrupt: Array<{ type: string; id: string; code: 'ERR_CORRUPT_VALUE' | 'ERR_DECRYPT'; problem: string }>
 }
 
 /** Decodes every record of the named sessions (default: all) and reports the corrupt ones. */

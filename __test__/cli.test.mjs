@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BufferJSON, initAuthCreds, useMultiFileAuthState } from 'baileys'
 import { copySessions, openAuthStore } from '../index.js'
@@ -21,8 +22,9 @@ const redis = await service('redis')
 const postgres = await service('postgres')
 
 /** Runs the CLI; resolves to { code, stdout, stderr } whatever the exit code. */
-async function cli(...args) {
-  const env = { ...process.env, REDIS_URL: '', DATABASE_URL: '' }
+const cli = (...args) => cliWith({}, ...args)
+async function cliWith(extraEnv, ...args) {
+  const env = { ...process.env, REDIS_URL: '', DATABASE_URL: '', WA_AUTH_STORE_KEY: '', ...extraEnv }
   try {
     const { stdout, stderr } = await run(process.execPath, [bin, ...args], { env, cwd: dir, timeout: 60_000 })
     return { code: 0, stdout, stderr }
@@ -252,6 +254,33 @@ describe('wa-auth-store CLI', () => {
     const r = await json('import', 'baileys-sqlite', file, '--session', sid, '--database', sqlite)
     expect(r).toMatchObject({ sessionId: sid, written: true, counts: { 'pre-key': 2 } })
     expect((await json('delete', sid, '--database', sqlite)).deleted).toBe(sid)
+  })
+
+  it('reads an encrypted store with the key from the environment, and rekeys it', async () => {
+    const file = `sqlite://${join(dir, 'sealed.db')}`
+    const keyA = randomBytes(32).toString('base64')
+    const keyB = randomBytes(32).toString('base64')
+    const sid = uniqueId('cli-sealed')
+    const store = await openAuthStore({ redis: null, database: file, encryption: { key: keyA } })
+    await store.saveCreds(sid, { creds: initAuthCreds(), keys: { 'pre-key': { 1: preKeys['1'] } } })
+    await store.close()
+    // without the key nothing reads, and the error says why
+    const locked = await cli('verify', sid, '--database', file, '--json')
+    expect(locked.code).toBe(1)
+    expect(JSON.parse(locked.stdout)[0].corrupt.map((c) => c.code)).toEqual(['ERR_DECRYPT', 'ERR_DECRYPT'])
+    expect((await cliWith({ WA_AUTH_STORE_KEY: keyA }, 'verify', sid, '--database', file, '--json')).code).toBe(0)
+    expect((await cliWith({ OTHER_KEY: keyA }, 'describe', sid, '--key-env', 'OTHER_KEY', '--database', file)).code).toBe(0)
+    expect((await cliWith({}, 'describe', sid, '--key-env', 'UNSET_KEY_VARIABLE', '--database', file)).code).toBe(2)
+    // rotate: B is the key, A a previous one; rekey; then B alone reads everything
+    const rekeyed = await cliWith({ WA_AUTH_STORE_KEY: keyB, OLD_KEY: keyA }, 'rekey', '--previous-key-env', 'OLD_KEY', '--database', file, '--json')
+    expect(rekeyed.code, rekeyed.stderr).toBe(0)
+    expect(JSON.parse(rekeyed.stdout).records).toBe(2)
+    expect((await cliWith({ WA_AUTH_STORE_KEY: keyB }, 'verify', sid, '--database', file)).code).toBe(0)
+    expect((await cliWith({ WA_AUTH_STORE_KEY: keyA }, 'verify', sid, '--database', file)).code).toBe(1)
+    expect((await cli('rekey', '--database', file)).code).toBe(2)
+    // no key material in what the CLI printed
+    expect(rekeyed.stdout + rekeyed.stderr).not.toContain(keyA)
+    expect(rekeyed.stdout + rekeyed.stderr).not.toContain(keyB)
   })
 
   it('deletes a session', async () => {

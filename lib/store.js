@@ -411,8 +411,17 @@ class BaileysAuthStore {
   async describeSession(sessionId) {
     checkSessionId(sessionId)
     const native = await this._native()
-    const [creds, types] = await Promise.all([call(() => native.getCreds(sessionId)), call(() => native.summary(sessionId))])
-    return { creds: creds != null, credsBytes: creds?.length ?? 0, types }
+    // creds that cannot be opened (no key, another key, damage) still exist: say so, with why
+    let unreadable
+    const [creds, types] = await Promise.all([
+      call(() => native.getCreds(sessionId)).catch((err) => {
+        if (err?.code !== 'ERR_DECRYPT' && err?.code !== 'ERR_CORRUPT_VALUE') throw err
+        unreadable = err.code
+        return Buffer.alloc(0)
+      }),
+      call(() => native.summary(sessionId)),
+    ])
+    return { creds: creds != null, credsBytes: creds?.length ?? 0, types, ...(unreadable ? { credsUnreadable: unreadable } : {}) }
   }
 
   /**

@@ -14,13 +14,33 @@ function collect(value, previous) {
   return [...(previous ?? []), value]
 }
 
-/** `--redis`, `--no-redis`, `--database`, `--json` on a command. */
+/** `--redis`, `--no-redis`, `--database`, the encryption keys and `--json` on a command. */
 function storeOptions(cmd) {
   return cmd
     .option('--redis <url>', 'target Redis (default: $REDIS_URL, else none)')
     .option('--no-redis', 'no Redis tier, even when $REDIS_URL is set')
     .option('--database <url>', `target SQL database (default: $DATABASE_URL, else ${DEFAULT_DATABASE})`)
+    .option('--key-env <name>', 'environment variable holding the encryption key, base64 (default: $WA_AUTH_STORE_KEY when set)')
+    .option('--previous-key-env <name>', 'environment variable holding a previous encryption key (repeatable)', collect)
     .option('--json', 'print machine-readable JSON on stdout')
+}
+
+/**
+ * The `encryption` option from the environment variables the flags name: keys never go on the
+ * command line, where `ps` and shell histories would show them.
+ */
+function encryptionFrom(keyEnv, previousKeyEnvs) {
+  const name = keyEnv ?? (process.env.WA_AUTH_STORE_KEY ? 'WA_AUTH_STORE_KEY' : null)
+  if (!name) {
+    if (previousKeyEnvs?.length) throw new UsageError('--previous-key-env needs the current key too (--key-env or $WA_AUTH_STORE_KEY)')
+    return undefined
+  }
+  const read = (n) => {
+    const v = process.env[n]
+    if (!v) throw new UsageError(`the environment variable ${n} is not set or empty`)
+    return v
+  }
+  return { key: read(name), previousKeys: (previousKeyEnvs ?? []).map(read) }
 }
 
 /** The URL with its password replaced, for printing. */
@@ -48,8 +68,8 @@ const LOGGER = {
   error: (obj, msg) => process.stderr.write(`error: ${msg} (${obj.code})\n`),
 }
 
-async function withStore(urls, fn) {
-  const store = await openAuthStore({ ...urls, logger: LOGGER })
+async function withStore(urls, fn, encryption) {
+  const store = await openAuthStore({ ...urls, logger: LOGGER, ...(encryption ? { encryption } : {}) })
   try {
     return await fn(store)
   } finally {
@@ -63,7 +83,8 @@ function action(body, text) {
     const cmd = args[args.length - 1]
     const opts = cmd.optsWithGlobals()
     const urls = targetUrls(opts)
-    const result = await withStore(urls, (store) => body(store, opts, args.slice(0, -2), urls))
+    const encryption = encryptionFrom(opts.keyEnv, opts.previousKeyEnv)
+    const result = await withStore(urls, (store) => body(store, opts, args.slice(0, -2), urls), encryption)
     if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`)
     else process.stdout.write(`${text(result, opts)}\n`)
   }
@@ -190,11 +211,13 @@ function buildProgram() {
       .option('--from-redis <url>', 'source Redis')
       .option('--from-database <url>', 'source SQL database')
       .option('--session <id>', 'a session to copy (repeatable; default: all)', collect)
+      .option('--from-key-env <name>', "environment variable holding the source's encryption key, base64")
       .option('--overwrite', 'replace sessions the target holds another state for'),
   ).action(async (...args) => {
     const opts = args[args.length - 1].optsWithGlobals()
     if (!opts.fromRedis && !opts.fromDatabase) throw new UsageError('copy needs --from-redis and/or --from-database')
-    const source = await openAuthStore({ redis: opts.fromRedis ?? null, database: opts.fromDatabase ?? null, logger: LOGGER, lease: false })
+    const fromEncryption = opts.fromKeyEnv ? encryptionFrom(opts.fromKeyEnv, []) : undefined
+    const source = await openAuthStore({ redis: opts.fromRedis ?? null, database: opts.fromDatabase ?? null, logger: LOGGER, lease: false, ...(fromEncryption ? { encryption: fromEncryption } : {}) })
     try {
       await action(
         (target) => withProgress('copy', opts, (onProgress) => tools('copy').copySessions(source, target, { sessions: opts.session, overwrite: opts.overwrite === true, onProgress })),
@@ -273,7 +296,7 @@ function buildProgram() {
       },
       (results) =>
         results
-          .map((r) => [`${r.id}: ${r.records} records, ${r.corrupt.length ? `${r.corrupt.length} corrupt` : 'all decode'}`, ...r.corrupt.map((c) => `  ${c.type}${c.id ? `/${c.id}` : ''}: ${c.problem}`)].join('\n'))
+          .map((r) => [`${r.id}: ${r.records} records, ${r.corrupt.length ? `${r.corrupt.length} corrupt` : 'all decode'}`, ...r.corrupt.map((c) => `  ${c.type}${c.id ? `/${c.id}` : ''}: ${c.problem} (${c.code})`)].join('\n'))
           .join('\n') || 'no sessions',
     )(...args)
     if (bad > 0) process.exitCode = 1
@@ -292,6 +315,21 @@ function buildProgram() {
         return { deleted: id }
       },
       (r) => `deleted ${r.deleted}`,
+    ),
+  )
+
+  storeOptions(
+    program
+      .command('rekey')
+      .description('re-seal every record under the current encryption key, so previous keys can be dropped')
+      .option('--session <id>', 'a session to re-seal (repeatable; default: all)', collect),
+  ).action(
+    action(
+      async (store, opts) => {
+        if (!encryptionFrom(opts.keyEnv, opts.previousKeyEnv)) throw new UsageError('rekey needs the encryption key (--key-env, or $WA_AUTH_STORE_KEY)')
+        return withProgress('rekey', opts, (onProgress) => tools('rekey').rekeySessions(store, { sessions: opts.session, onProgress }))
+      },
+      (r) => `${r.records} records in ${r.sessions.length} sessions re-sealed under the current key`,
     ),
   )
 

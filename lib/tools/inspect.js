@@ -31,7 +31,15 @@ function credsProblem(creds) {
  */
 async function describe(store, sessionId) {
   checkSessionId(sessionId)
-  const [d, got, lease] = await Promise.all([store.describeSession(sessionId), store.getCreds(sessionId), store.leaseInfo(sessionId).catch(() => null)])
+  const [d, got, lease] = await Promise.all([
+    store.describeSession(sessionId),
+    // unreadable creds (ERR_DECRYPT without the key): the session is described without me.id
+    store.getCreds(sessionId).catch((err) => {
+      if (!UNREADABLE.has(err?.code)) throw err
+      return null
+    }),
+    store.leaseInfo(sessionId).catch(() => null),
+  ])
   const creds = got?.creds ?? null
   const keys = d.types.reduce((n, t) => n + t.count, 0)
   const bytes = d.types.reduce((n, t) => n + t.bytes, d.credsBytes)
@@ -46,6 +54,7 @@ async function describe(store, sessionId) {
     keys,
     bytes,
     lease: lease && { holder: lease.holder, epoch: lease.epoch, expiresAt: lease.expiresAt },
+    ...(d.credsUnreadable ? { credsUnreadable: d.credsUnreadable } : {}),
   }
 }
 
@@ -74,18 +83,17 @@ async function verifySession(store, sessionId) {
   checkSessionId(sessionId)
   const corrupt = []
   let records = 0
-  let credsBytes = 0
   try {
     const got = await store.getCreds(sessionId)
     if (got) {
       records++
       const problem = credsProblem(got.creds)
-      if (problem) corrupt.push({ type: 'creds', id: '', bytes: 0, problem })
+      if (problem) corrupt.push({ type: 'creds', id: '', code: 'ERR_CORRUPT_VALUE', problem })
     }
   } catch (err) {
     if (!UNREADABLE.has(err?.code)) throw err
     records++
-    corrupt.push({ type: 'creds', id: '', bytes: credsBytes, problem: err.message })
+    corrupt.push({ type: 'creds', id: '', code: err.code, problem: err.message })
   }
   const d = await store.describeSession(sessionId)
   for (const { type } of d.types) {
@@ -103,7 +111,7 @@ async function verifySession(store, sessionId) {
             await store.getKeys(sessionId, type, [id])
           } catch (e) {
             if (!UNREADABLE.has(e?.code)) throw e
-            corrupt.push({ type, id, problem: e.message })
+            corrupt.push({ type, id, code: e.code, problem: e.message })
           }
         }
       }
