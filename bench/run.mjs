@@ -4,6 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { BaileysOrmAdapter, BaileysRedisAdapter } from '../index.js'
 import { machine } from './lib.mjs'
 import { runMemoryBench } from './memory.mjs'
+import { runProcessesBench } from './processes.mjs'
 import { BENCH_PREFIX, runSuite } from './suite.mjs'
 import { cleanShared } from '../__test__/support/cleanup.mjs'
 
@@ -37,6 +38,8 @@ print(`# Benchmark results\n\nMachine: ${machine()}. Date: ${new Date().toISOStr
 print(`Services: Redis ${services.redis ? 'yes' : 'no'}, PostgreSQL ${services.postgres ? 'yes' : 'no'}, MariaDB ${services.mysql ? 'yes' : 'no'}.`)
 print('\n## Workloads\n')
 if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'suite') await runSuite({ services, print })
+print('\n## Many processes on a Redis Cluster\n')
+if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'processes') await runProcessesBench({ services, print, prefix: BENCH_PREFIX })
 print('\n## Memory manager\n')
 if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'memory') await runMemoryBench(print)
 // nothing of the benchmark stays in the shared services
