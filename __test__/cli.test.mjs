@@ -207,7 +207,10 @@ describe('wa-auth-store CLI', () => {
     const real = await json('prune', registered, '--database', sqlite)
     expect(real).toMatchObject({ dryRun: false, totals: { records: 0, skipped: 0 } })
     expect((await json('describe', registered, '--database', sqlite)).keys).toBe(41)
-    expect((await cli('prune', '--rule', 'no-such-rule', '--database', sqlite)).code).toBe(1)
+    expect((await cli('prune', '--rule', 'no-such-rule', '--database', sqlite)).code).toBe(2)
+    expect((await cli('verify', uniqueId('nobody'), '--database', sqlite)).code).toBe(1)
+    expect((await cli()).code).toBe(2)
+    expect((await cli('import')).code).toBe(2)
   })
 
   it.skipIf(!existsSync('/usr/bin/script'))('draws a progress bar on a terminal and plain lines elsewhere', async () => {

@@ -373,16 +373,18 @@ for (const cfg of configs) {
       const out = join(root, 'out')
       mkdirSync(out)
       writeFileSync(join(out, 'notes.txt'), 'keep me')
+      writeFileSync(join(out, 'package.json'), '{"name":"a bot"}')
       writeFileSync(join(out, 'pre-key-999.json'), '{}')
       const refused = await rejects(exportMultiFileAuthState(store, id, out))
       expect(refused.code).toBe('ERR_FOLDER_NOT_EMPTY')
-      expect(names(out)).toEqual(['notes.txt', 'pre-key-999.json'])
+      expect(names(out)).toEqual(['notes.txt', 'package.json', 'pre-key-999.json'])
 
       const progress = []
       const exp = await exportMultiFileAuthState(store, id, out, { overwrite: true, verify: true, onProgress: (d, t) => progress.push([d, t]) })
       expect(exp).toMatchObject({ sessionId: id, files: files.length, removed: 1, verified: { files: files.length } })
       expect(sorted(exp.counts)).toEqual(countKeys(keys6()))
-      expect(names(out)).toEqual([...files, 'notes.txt'].sort())
+      // a stale Baileys key file goes; other files, JSON or not, stay
+      expect(names(out)).toEqual([...files, 'notes.txt', 'package.json'].sort())
       expect(progress.at(-1)).toEqual([files.length, files.length])
       expect(readdirSync(root).sort()).toEqual(['out', 'src']) // no staging folder left
 

@@ -476,6 +476,11 @@ for (const backend of backends) {
       // a row of the wrong shape is reported, not taken as missing
       const wrong = new PersistenceDriver(override(p, { getSession: async () => ({ creds: 'not bytes', credsVersion: 1, version: 1, clearedVersion: 0, epoch: 0, createdAt: 0, updatedAt: 0 }) }))
       await expect(wrong.handle(JSON.stringify({ op: 'getCreds', sid: s }))).rejects.toThrow(/Persistence.getSession: creds must be a Buffer or null/)
+      // a row without its creds column is not a session without creds (Baileys would pair anew)
+      const unselected = new PersistenceDriver(override(p, { getSession: async () => ({ credsVersion: 1, version: 1, clearedVersion: 0, epoch: 0, createdAt: 0, updatedAt: 0 }) }))
+      await expect(unselected.handle(JSON.stringify({ op: 'getCreds', sid: s }))).rejects.toThrow(/Persistence.getSession: creds is missing/)
+      const noValue = new PersistenceDriver(override(p, { getKeys: async () => [{ type: 'pre-key', id: '1', version: 1 }] }))
+      await expect(noValue.handle(JSON.stringify({ op: 'getKeys', sid: s, type: 'pre-key', ids: ['1'] }))).rejects.toThrow(/value of 'pre-key' '1' is missing/)
       const noRun = new PersistenceDriver(override(p, { transaction: async () => undefined }))
       await expect(noRun.handle(JSON.stringify({ op: 'raiseEpoch', sid: s, epoch: 1 }))).rejects.toThrow(/without running its callback/)
     })

@@ -142,6 +142,9 @@ class StoreMetrics {
 
   /** Counts a lease while it is held, and its loss; returns it. */
   lease(lease) {
+    // released and lost leases go here too, not only when scraped: a process that never scrapes
+    // must not keep every lease it ever took
+    for (const l of this._leases) if (!l.held) this._leases.delete(l)
     this._leases.add(lease)
     lease.lost.then((err) => {
       if (err) this._leasesLost.inc()

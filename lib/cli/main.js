@@ -43,15 +43,19 @@ function encryptionFrom(keyEnv, previousKeyEnvs) {
   return { key: read(name), previousKeys: (previousKeyEnvs ?? []).map(read) }
 }
 
-/** The URL with its password replaced, for printing. */
+/** Query parameters that may carry a secret (password=, sslpassword=, token=, ...). */
+const SECRET_PARAM = /pass|secret|token|key|auth|cred/i
+
+/** The URL with its password and every secret-looking parameter replaced, for printing. */
 function redacted(url) {
   if (!url) return null
   try {
     const u = new URL(url)
     if (u.password) u.password = '***'
+    for (const name of [...u.searchParams.keys()]) if (SECRET_PARAM.test(name)) u.searchParams.set(name, '***')
     return u.toString()
   } catch {
-    return url.replace(/\/\/[^@/]*@/, '//***@')
+    return '(an unparsable URL, not shown)'
   }
 }
 
@@ -105,10 +109,13 @@ function requireSession(opts) {
   return opts.session
 }
 
-function importText(r) {
+function importText(r, opts) {
+  r = { ...r, dryRun: opts?.dryRun === true }
   const lines = (r.sessions ?? [r]).map((s) => {
-    const skipped = s.skipped?.length ? `; ${s.skipped.length} files skipped (${s.skipped.map((f) => f.file).slice(0, 3).join(', ')}${s.skipped.length > 3 ? ', ...' : ''})` : ''
-    return `${s.sessionId}: ${s.written === false ? 'already imported, unchanged' : 'imported'} (${counts(s.counts)})${s.verified ? ', verified' : ''}${skipped}`
+    const names = (s.skipped ?? []).map((f) => (typeof f === 'string' ? f : f.file))
+    const skipped = names.length ? `; ${names.length} skipped (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''})` : ''
+    const what = r.dryRun || s.dryRun ? 'would import' : s.written === false ? 'already imported, unchanged' : 'imported'
+    return `${s.sessionId}: ${what} (${counts(s.counts)})${s.verified ? ', verified' : ''}${skipped}`
   })
   return lines.join('\n')
 }
@@ -369,10 +376,12 @@ async function main(argv = process.argv) {
     return process.exitCode ?? 0
   } catch (err) {
     if (err instanceof CommanderError) {
-      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? 0 : 2
+      // --help and --version exit 0; a missing command (help shown instead) and bad usage exit 2
+      return err.exitCode === 0 ? 0 : 2
     }
-    if (err instanceof UsageError) {
-      process.stderr.write(`error: ${err.message}\n`)
+    // a bad option value the tools refused (an unknown --rule, a malformed key) is a usage error too
+    if (err instanceof UsageError || err?.code === 'ERR_INVALID_ARGUMENT') {
+      process.stderr.write(`error: ${err.message}${err.code ? ` (${err.code})` : ''}\n`)
       return 2
     }
     const code = err instanceof WaAuthStoreError ? err.code : 'ERR_UNEXPECTED'

@@ -167,8 +167,14 @@ function count(v, where) {
   throw ownError(`${where} must be a non-negative integer below 2^53 (got ${typeof v === 'string' ? `'${v.slice(0, 20)}'` : typeof v})`)
 }
 
+/**
+ * A value or creds column: a Buffer, or null for none. A missing property (a column the adapter
+ * did not select, a misspelt field) is refused: read as "none" it would make creds look absent,
+ * and Baileys would pair anew over the real ones.
+ */
 function bytes(v, where) {
-  if (v === null || v === undefined) return null
+  if (v === undefined) throw ownError(`${where} is missing (a Buffer, or null for none, is required)`)
+  if (v === null) return null
   if (Buffer.isBuffer(v)) return v
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength)
   throw ownError(`${where} must be a Buffer or null (got ${typeof v})`)

@@ -5,7 +5,7 @@
 
 const { isDeepStrictEqual } = require('node:util')
 const { WaAuthStoreError, invalid } = require('../errors.js')
-const { checkSessionId, isPlainObject } = require('../validate.js')
+const { checkSessionId, checkType, isPlainObject, wellFormed } = require('../validate.js')
 const { encodeValue } = require('../codec.js')
 
 /** Ids read per getKeys call while walking a session. */
@@ -72,10 +72,24 @@ async function writeSession(store, sessionId, state, { overwrite = false } = {})
       if (same.mismatches.length === 0) return { written: false }
       throw new WaAuthStoreError('ERR_SESSION_EXISTS', `session "${sessionId}" already exists in the target store with other state; pass overwrite (--overwrite) to replace it`)
     }
+    // everything that could refuse the new state is checked before the old one goes
+    checkWritable(state)
     await store.deleteCreds(sessionId)
   }
   await store.saveCreds(sessionId, { creds: state.creds ?? undefined, keys: state.keys })
   return { written: true }
+}
+
+/** Throws what the store's write would refuse (a type, an id or a value it cannot take). */
+function checkWritable({ creds, keys }) {
+  if (creds != null) encodeValue(creds)
+  for (const type of Object.keys(keys ?? {})) {
+    checkType(type)
+    for (const id of Object.keys(keys[type])) {
+      wellFormed(id, 'key id')
+      if (keys[type][id] != null) encodeValue(keys[type][id])
+    }
+  }
 }
 
 /** Stored bytes of a value, for comparing what was meant with what was read back. */

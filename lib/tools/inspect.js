@@ -128,8 +128,9 @@ async function verifySessions(store, sessionIds, { onProgress = () => {} } = {})
   let done = 0
   for (const id of ids) {
     const r = await verifySession(store, id)
-    // a deleted session's record of deletion holds nothing to verify; a named one is reported
-    if (sessionIds || r.records > 0) out.push(r)
+    // a deleted session's record of deletion holds nothing to verify; a named one is a mistake
+    if (sessionIds && r.records === 0) throw new WaAuthStoreError('ERR_SESSION_NOT_FOUND', `the store holds no session "${id}"`)
+    if (r.records > 0) out.push(r)
     onProgress(++done, ids.length)
   }
   return out

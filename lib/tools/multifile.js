@@ -360,7 +360,8 @@ async function exportMultiFileAuthState(store, sessionId, folder, options) {
       await eachLimit(keyFiles, FILE_CONCURRENCY, ([name]) => move(staging, dir, name))
       await move(staging, dir, CREDS_FILE)
       const mine = new Set(files.map(([name]) => name))
-      const stale = (existing ?? []).filter((name) => name.endsWith('.json') && !mine.has(name))
+      // only files of Baileys' own key types go: anything else in the folder (package.json, notes) stays
+      const stale = (existing ?? []).filter((name) => name.endsWith('.json') && !mine.has(name) && KNOWN_TYPES.some((t) => name.startsWith(`${t}-`)))
       await eachLimit(stale, FILE_CONCURRENCY, async (name) => {
         try {
           await fs.rm(path.join(dir, name), { force: true })
