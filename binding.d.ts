@@ -56,6 +56,8 @@ export declare class NativeAuthStore {
   holdsLease(sessionId: string): boolean
   /** Records and value bytes per key type (from SQL when there is a SQL tier). */
   summary(sessionId: string): Promise<Array<NativeTypeSummary>>
+  /** Every key type the session has records of, in either tier. */
+  listTypes(sessionId: string): Promise<Array<string>>
   /** Every session SQL or Redis knows, in id order. */
   listSessions(): Promise<Array<NativeSessionInfo>>
   /** Every id of one key type in the session. */

@@ -305,6 +305,8 @@ export declare class BaileysAuthStore {
   setKeys(sessionId: string, data: KeyData, options?: WriteOptions): Promise<void>
   /** The seed's `'type-id'` strings (longest known type wins) or `{ type, id }`. */
   deleteKeys(sessionId: string, fields: Array<string | { type: string; id: string }>): Promise<void>
+  /** Every key type the session has records of, in Redis or SQL (name order). */
+  listTypes(sessionId: string): Promise<string[]>
   /** Every id of one key type in the session (union of Redis and SQL). */
   listIds(sessionId: string, type: string): Promise<string[]>
   /** What a session holds: creds present, and records and value bytes per key type. */

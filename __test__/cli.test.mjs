@@ -10,7 +10,7 @@ import { promisify } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BufferJSON, initAuthCreds, useMultiFileAuthState } from 'baileys'
-import { copySessions, openAuthStore } from '../index.js'
+import { BaileysAuthStore, BaileysOrmAdapter, BaileysRedisAdapter, copySessions, openAuthStore } from '../index.js'
 import { SqlConnection } from '../binding.js'
 import { service, uniqueId } from './support/services.mjs'
 
@@ -162,6 +162,22 @@ describe('wa-auth-store CLI', () => {
       const forced = await json('copy', '--from-database', sqlite, '--session', registered, '--overwrite', ...target)
       expect(forced.written).toBe(1)
       expect(await targetStore.getKeys(registered, 'pre-key', ['99'])).toEqual({})
+    })
+
+    it('copySessions() takes what a write-behind store holds only in Redis yet', async () => {
+      const behind = new BaileysAuthStore(new BaileysRedisAdapter(redis), new BaileysOrmAdapter(postgres), { durability: 'write-behind', flushIntervalMs: 600_000 })
+      const target = await openAuthStore({ redis: null, database: `sqlite://${join(dir, 'behind.db')}` })
+      const sid = uniqueId('cli-behind')
+      try {
+        await behind.saveCreds(sid, { creds: initAuthCreds(), keys: { 'sender-key': { 'g@g.us::1::0': { k: 1 } } } })
+        const r = await copySessions(behind, target, { sessions: [sid] })
+        expect(r.sessions[0].counts).toEqual({ 'sender-key': 1 })
+        expect(await target.getKeys(sid, 'sender-key', ['g@g.us::1::0'])).toEqual({ 'g@g.us::1::0': { k: 1 } })
+      } finally {
+        await behind.purgeSession(sid)
+        await behind.close()
+        await target.close()
+      }
     })
 
     it('copySessions() copies back the other way through the JavaScript API', async () => {

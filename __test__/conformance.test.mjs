@@ -238,6 +238,18 @@ for (const cfg of configs) {
       }
     })
 
+    it('lists its sessions and their key types, from every tier it has', async () => {
+      const store = await open()
+      const sid = uniqueId('listed')
+      await store.saveCreds(sid, { creds: { a: 1 }, keys: { 'pre-key': { 1: { k: 1 } }, session: { x: { v: 1 } } } })
+      const mine = (await store.listSessions()).find((s) => s.id === sid)
+      expect(mine).toBeDefined()
+      expect(mine.inSql || mine.inRedis).toBe(true)
+      if (cfg.database || cfg.plugin) expect(mine.inSql).toBe(true)
+      expect(await store.listTypes(sid)).toEqual(['pre-key', 'session'])
+      expect(await store.listTypes(uniqueId('nobody'))).toEqual([])
+    })
+
     it('rejects every call after close() with ERR_STORE_CLOSED', async () => {
       const store = await cfg.open()
       await store.getCreds(uniqueId('x'))

@@ -388,6 +388,13 @@ class BaileysAuthStore {
     return this._write(sessionId, null, data)
   }
 
+  /** Every key type the session has records of, in Redis or SQL (name order). */
+  async listTypes(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    return call(() => native.listTypes(sessionId))
+  }
+
   /** Every id of one key type in the session (union of Redis and SQL). */
   async listIds(sessionId, type) {
     checkSessionId(sessionId)

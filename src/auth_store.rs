@@ -439,6 +439,13 @@ impl NativeAuthStore {
             .collect())
     }
 
+    /// Every key type the session has records of, in either tier.
+    #[napi]
+    pub async fn list_types(&self, session_id: String) -> napi::Result<Vec<String>> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.list_types(&sid).await.napi()
+    }
+
     /// Every session SQL or Redis knows, in id order.
     #[napi]
     pub async fn list_sessions(&self) -> napi::Result<Vec<NativeSessionInfo>> {

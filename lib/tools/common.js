@@ -26,8 +26,8 @@ function toolOptions(options, extra = []) {
 
 /** True when the store holds creds or any key of the session. */
 async function sessionExists(store, sessionId) {
-  const d = await store.describeSession(sessionId)
-  return d.creds || d.types.some((t) => t.count > 0)
+  const [d, types] = await Promise.all([store.describeSession(sessionId), store.listTypes(sessionId)])
+  return d.creds || types.length > 0
 }
 
 /** `{ type: count }` of a `{ type: { id: value } }` object. */
@@ -43,9 +43,10 @@ function countKeys(keys) {
  */
 async function readSession(store, sessionId, onType = () => {}) {
   checkSessionId(sessionId)
-  const [got, described] = await Promise.all([store.getCreds(sessionId), store.describeSession(sessionId)])
+  // the types of both tiers: Redis may hold some SQL has not got yet (write-behind)
+  const [got, types] = await Promise.all([store.getCreds(sessionId), store.listTypes(sessionId)])
   const keys = Object.create(null)
-  for (const { type } of described.types) {
+  for (const type of types) {
     const ids = await store.listIds(sessionId, type)
     onType(type, ids.length)
     const records = Object.create(null)

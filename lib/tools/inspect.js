@@ -95,8 +95,7 @@ async function verifySession(store, sessionId) {
     records++
     corrupt.push({ type: 'creds', id: '', code: err.code, problem: err.message })
   }
-  const d = await store.describeSession(sessionId)
-  for (const { type } of d.types) {
+  for (const type of await store.listTypes(sessionId)) {
     const ids = await store.listIds(sessionId, type)
     for (let i = 0; i < ids.length; i += READ_CHUNK) {
       const chunk = ids.slice(i, i + READ_CHUNK)

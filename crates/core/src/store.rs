@@ -800,14 +800,7 @@ impl AuthStore {
         // every write queued before this one has gone through both stages
         let slot = self.pipeline.session(sid).await?;
         self.pipeline.submit(sid, slot, Op::Barrier).await?;
-        let t = self.tiers();
-        let mut kinds: std::collections::BTreeSet<String> = Default::default();
-        if let Some(sql) = &t.sql {
-            kinds.extend(sql.summary(sid).await?.into_iter().map(|s| s.kind));
-        }
-        if let Some(redis) = &t.redis {
-            kinds.extend(redis.types(sid).await?);
-        }
+        let kinds = self.list_types(sid).await?;
         let mut batch = WriteBatch {
             creds: self.get_creds(sid).await?,
             keys: Vec::new(),
@@ -950,6 +943,21 @@ impl AuthStore {
             (None, Some(redis)) => redis.summary(sid).await,
             (None, None) => Ok(Vec::new()),
         }
+    }
+
+    /// Every key type the session has records of in either tier (Redis may hold types SQL has
+    /// not got yet: write-behind, `syncToDatabase: false`), in name order.
+    pub async fn list_types(&self, sid: &SessionId) -> Result<Vec<String>> {
+        self.check_open()?;
+        let t = self.tiers();
+        let mut kinds: std::collections::BTreeSet<String> = Default::default();
+        if let Some(sql) = &t.sql {
+            kinds.extend(sql.summary(sid).await?.into_iter().map(|s| s.kind));
+        }
+        if let Some(redis) = &t.redis {
+            kinds.extend(redis.types(sid).await?);
+        }
+        Ok(kinds.into_iter().collect())
     }
 
     /// Every session either tier knows, in id order: SQL's rows (deleted sessions keep one,

@@ -413,6 +413,8 @@ impl SqlStore {
     pub fn parallel_commits(&self) -> usize {
         match self.dialect() {
             Dialect::Sqlite => 1,
+            // a plug-in commits as many at once as it was opened with (from_plugin's `parallel`)
+            Dialect::Plugin => (self.max_connections as usize / 2).max(1),
             _ => (self.max_connections as usize / 2).clamp(1, 4),
         }
     }
@@ -676,8 +678,10 @@ impl SqlStore {
         Ok(rows
             .into_iter()
             .filter_map(|r| {
+                // MySQL keeps ids as VARBINARY: they come back as bytes (UTF-8, as written)
                 let id = match &r.first()?.1 {
                     raw::Cell::Text(s) => s.clone(),
+                    raw::Cell::Bytes(b) => String::from_utf8(b.clone()).ok()?,
                     _ => return None,
                 };
                 Some(SessionListing {
