@@ -298,6 +298,7 @@ for (const cfg of configs) {
         getCreds: (...a) => store.getCreds(...a),
         getKeys: (...a) => store.getKeys(...a),
         listIds: (...a) => store.listIds(...a),
+        listTypes: (...a) => store.listTypes(...a),
         describeSession: (...a) => store.describeSession(...a),
         deleteCreds: (...a) => store.deleteCreds(...a),
         saveCreds: (s, data, o) => {
