@@ -250,6 +250,24 @@ for (const cfg of configs) {
       expect(await store.listTypes(uniqueId('nobody'))).toEqual([])
     })
 
+    it.skipIf(!cfg.redis)('purgeSession also takes the session out of the shared LRU bookkeeping', async () => {
+      const store = await open()
+      const sid = uniqueId('purged')
+      const raw = rawRedis(cfg.redis)
+      try {
+        await store.saveCreds(sid, { creds: { a: 1 }, keys: { session: { x: { v: 1 } } } })
+        await store.getKeys(sid, 'session', ['x'])
+        // accesses reach the LRU within a second
+        for (let i = 0; i < 40 && (await raw.zscore('wa:{m}:lru', sid)) === null; i++) await new Promise((r) => setTimeout(r, 100))
+        expect(await raw.zscore('wa:{m}:lru', sid)).not.toBeNull()
+        await store.purgeSession(sid)
+        expect(await raw.zscore('wa:{m}:lru', sid)).toBeNull()
+        expect(await raw.hexists('wa:{m}:count', sid)).toBe(0)
+      } finally {
+        raw.disconnect()
+      }
+    })
+
     it('rejects every call after close() with ERR_STORE_CLOSED', async () => {
       const store = await cfg.open()
       await store.getCreds(uniqueId('x'))

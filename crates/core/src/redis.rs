@@ -1147,11 +1147,23 @@ impl RedisTier {
                 ]),
             )
             .await?;
+        // and the memory manager's bookkeeping (store-wide keys, another hash slot: one command
+        // each), so the shared LRU does not keep naming a session that is gone
+        self.pending.lock().remove(&**sid);
+        let _: i64 = self
+            .call("zrem", self.client.zrem(self.mm_key("lru"), &**sid))
+            .await?;
+        for name in ["count", "size"] {
+            let _: i64 = self
+                .call("hdel", self.client.hdel(self.mm_key(name), &**sid))
+                .await?;
+        }
+        let _: i64 = self
+            .call("srem", self.client.srem(self.mm_key("dirty"), &**sid))
+            .await?;
         Ok(())
     }
 
-    /// Records and value bytes per key type of one session (reads every value: for tools, not
-    /// for hot paths). Tombstones are not counted.
     /// The key types the session has in Redis (its `t` set), unescaped.
     pub async fn types(&self, sid: &SessionId) -> Result<Vec<String>> {
         let types: Vec<String> = self
@@ -1163,6 +1175,8 @@ impl RedisTier {
             .collect())
     }
 
+    /// Records and value bytes per key type of one session (reads every value: for tools, not
+    /// for hot paths). Tombstones are not counted.
     pub async fn summary(&self, sid: &SessionId) -> Result<Vec<TypeSummary>> {
         let mut types: Vec<String> = self
             .call("smembers", self.client.smembers(self.types_key(sid)))
