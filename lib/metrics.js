@@ -33,6 +33,21 @@ function readMetric(Kind, registry, name, help, labelNames, read) {
 const readCounter = (...args) => readMetric(client.Counter, ...args)
 const readGauge = (...args) => readMetric(client.Gauge, ...args)
 
+/**
+ * `read` shared by the collectors of one scrape: while a read is in flight, and until the turn of
+ * the event loop it settled in ends, callers get the same promise; the next scrape reads anew.
+ */
+function perScrape(read) {
+  let pending
+  return () => {
+    if (pending === undefined) {
+      pending = Promise.resolve(read())
+      pending.finally(() => setImmediate(() => (pending = undefined)))
+    }
+    return pending
+  }
+}
+
 class StoreMetrics {
   /** @param store the BaileysAuthStore measured */
   constructor(store) {
@@ -48,7 +63,8 @@ class StoreMetrics {
     this._leasesLost = new client.Counter({ name: 'wa_auth_leases_lost_total', help: 'Session leases this process lost to another one', registers })
     this._leases = new Set()
 
-    const stats = () => (store._ready ? store.stats().catch(() => null) : null)
+    // one read of the store's figures per scrape, shared by every collector below
+    const stats = perScrape(() => (store._ready ? store.stats().catch(() => null) : null))
     readCounter(this.registry, 'wa_auth_reads_total', 'Records asked of each tier, by result', ['tier', 'result'], async () => {
       const s = await stats()
       if (!s) return null
@@ -93,7 +109,7 @@ class StoreMetrics {
       const s = store._writeBehindMs === undefined ? null : await stats()
       return s?.lastFlushMs != null ? [[{}, (Date.now() - s.lastFlushMs) / 1000]] : null
     })
-    const memory = () => store.memoryManager?.getStats().catch(() => null) ?? null
+    const memory = perScrape(() => store.memoryManager?.getStats().catch(() => null) ?? null)
     readGauge(this.registry, 'wa_auth_redis_memory_bytes', 'Redis memory the memory manager measures, and its budget', ['kind'], async () => {
       const m = await memory()
       return m && [
