@@ -72,7 +72,7 @@ export interface RedisOptions {
 export interface SqlOptions {
   /** `postgres://…`, `mysql://…`, `mariadb://…`, `sqlite://path`, `sqlite::memory:`. */
   url: string
-  /** Pool size, an integer >= 1 (default 10). */
+  /** Connections to the server at most, an integer >= 1 (default 10): the pool and, on PostgreSQL and MySQL, the commit lanes' own (half, at most 4). */
   maxConnections?: number
   /** Deadline of one statement or transaction in ms (default 5000). */
   timeoutMs?: number

@@ -1178,11 +1178,16 @@ impl Pipeline {
                 return Err(Error::StoreClosed);
             }
             let mut tasks = self.tasks.lock();
-            for _ in 0..count {
+            for lane in 0..count {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
                 let (tx2, rx2) = mpsc::channel(4);
                 lanes.push(tx);
-                tasks.push(tokio::spawn(commit_stage(self.tiers.clone(), rx, tx2)));
+                tasks.push(tokio::spawn(commit_stage(
+                    self.tiers.clone(),
+                    lane,
+                    rx,
+                    tx2,
+                )));
                 tasks.push(tokio::spawn(apply_stage(self.tiers.clone(), rx2)));
             }
         }
@@ -1301,6 +1306,7 @@ impl Pipeline {
 /// their SQL part, hands the survivors to the second stage in order.
 async fn commit_stage(
     tiers: Arc<Tiers>,
+    lane: usize,
     mut rx: mpsc::Receiver<Job>,
     next: mpsc::Sender<Vec<(Job, u64)>>,
 ) {
@@ -1345,7 +1351,7 @@ async fn commit_stage(
                 (j, v)
             })
             .collect();
-        let survivors = commit_sql(&tiers, versioned).await;
+        let survivors = commit_sql(&tiers, lane, versioned).await;
         if !survivors.is_empty() && next.send(survivors).await.is_err() {
             break;
         }
@@ -1353,7 +1359,7 @@ async fn commit_stage(
 }
 
 /// Commits the SQL part of a group; answers the jobs that failed, returns the others.
-async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
+async fn commit_sql(tiers: &Tiers, lane: usize, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
     let Some(sql) = &tiers.sql else {
         return group;
     };
@@ -1393,7 +1399,7 @@ async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
         return group;
     }
     let mut fenced: Vec<String> = Vec::new();
-    let failed: Option<(Error, bool)> = match sql.commit(&writes).await {
+    let failed: Option<(Error, bool)> = match sql.commit_in_lane(lane, &writes).await {
         Ok(f) => {
             fenced = f;
             None
@@ -1438,7 +1444,7 @@ async fn commit_sql(tiers: &Tiers, group: Vec<(Job, u64)>) -> Vec<(Job, u64)> {
                     epoch: w.epoch,
                 });
                 let r = match alone {
-                    Some(w) => match sql.commit(&[w]).await {
+                    Some(w) => match sql.commit_in_lane(lane, &[w]).await {
                         Ok(f) if f.is_empty() => Ok(()),
                         Ok(_) => Err(tiers.fenced(&j.sid)),
                         Err(ce) => Err(ce.error),
@@ -1543,7 +1549,7 @@ async fn apply_writes(tiers: &Tiers, group: Vec<(Job, u64)>) {
                         .write(&j.sid, &w.batch, stamp, w.ttl, durability)
                         .await;
                     if r.is_ok() && durability == Durability::RedisOnly {
-                        if let Err(e) = redis.index_dirty(&j.sid).await {
+                        if let Err(e) = redis.index_dirty_after_write(&j.sid).await {
                             return Some(Err(e));
                         }
                     }
@@ -1627,7 +1633,7 @@ async fn recover_write(tiers: &Tiers, job: &Job, v: u64) -> Result<()> {
     {
         Applied::Yes => {
             if durability == Durability::RedisOnly {
-                redis.index_dirty(&job.sid).await?;
+                redis.index_dirty_after_write(&job.sid).await?;
             }
             Ok(())
         }

@@ -169,7 +169,17 @@ macro_rules! keyed_statements {
             m: &super::Merged<'_>,
             now: i64,
         ) -> Result<Vec<String>, sqlx::Error> {
-            let mut tx = pool.begin_with($begin).await?;
+            write_on(&mut *pool.acquire().await?, m, now).await
+        }
+
+        /// [`write`] on a connection of the caller's.
+        #[allow(dead_code)] // SQLite commits through its pool
+        pub(super) async fn write_on(
+            conn: &mut $conn,
+            m: &super::Merged<'_>,
+            now: i64,
+        ) -> Result<Vec<String>, sqlx::Error> {
+            let mut tx = sqlx::Connection::begin_with(conn, $begin).await?;
             let ids: Vec<&str> = m.fences.iter().map(|f| f.0).collect();
             let fenced = m.fenced(&lock_epochs(&mut tx, &ids).await?);
             let rest = m.without(&fenced);

@@ -99,6 +99,46 @@ pub struct SqlStore {
     closed: AtomicBool,
     groups: GroupStats,
     max_connections: u32,
+    /// The commit lanes' own connections (see [`SqlStore::commit_in_lane`]), opened on first
+    /// use; empty where commits go through the pool.
+    lanes: Vec<tokio::sync::Mutex<Option<LaneConn>>>,
+}
+
+/// A connection a commit lane owns, outside the pool.
+enum LaneConn {
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
+}
+
+/// How many commit lanes get connections of their own, out of `max_connections`: one per lane
+/// a server dialect commits on (see [`SqlStore::parallel_commits`]), while the pool keeps at
+/// least one. SQLite and plug-ins commit through their pool.
+fn lane_connections(dialect: Dialect, max_connections: u32) -> u32 {
+    match dialect {
+        Dialect::Postgres | Dialect::MySql => {
+            let lanes = (max_connections / 2).clamp(1, 4);
+            if max_connections > lanes {
+                lanes
+            } else {
+                0
+            }
+        }
+        Dialect::Sqlite | Dialect::Plugin => 0,
+    }
+}
+
+/// A failure of the connection rather than of the statement (the server went away, restarted,
+/// or the link broke): worth one more try on a new connection.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // PostgreSQL: 57P01-57P03 (shut down, crash, cannot connect now), class 08 (connection
+        // exception)
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P0") || c.starts_with("08")),
+        _ => false,
+    }
 }
 
 /// How the group commits have been batching.
@@ -335,10 +375,18 @@ impl SqlStore {
             refuse_fast(&opts.url, opts.timeout).await?;
         }
         let map = |e: sqlx::Error| map_err(e, &secrets, opts.timeout);
+        let lanes = lane_connections(dialect, opts.max_connections);
+        // the lanes' connections count against max_connections too
+        let pool_opts = SqlOptions {
+            max_connections: opts.max_connections - lanes,
+            ..opts.clone()
+        };
         let pool = with_timeout(Tier::Database, "connect", opts.timeout * 2, async {
             Ok(match dialect {
-                Dialect::Postgres => Pool::Postgres(postgres::connect(&opts).await.map_err(map)?),
-                Dialect::MySql => Pool::MySql(mysql::connect(&opts).await.map_err(map)?),
+                Dialect::Postgres => {
+                    Pool::Postgres(postgres::connect(&pool_opts).await.map_err(map)?)
+                }
+                Dialect::MySql => Pool::MySql(mysql::connect(&pool_opts).await.map_err(map)?),
                 Dialect::Sqlite => Pool::Sqlite(sqlite::connect(&opts).await.map_err(map)?),
                 Dialect::Plugin => unreachable!("dialect_of never answers Plugin"),
             })
@@ -360,6 +408,7 @@ impl SqlStore {
             closed: AtomicBool::new(false),
             groups: GroupStats::default(),
             max_connections: opts.max_connections,
+            lanes: (0..lanes).map(|_| tokio::sync::Mutex::new(None)).collect(),
         };
         if !opts.migrate {
             return Ok(Arc::new(store));
@@ -396,6 +445,7 @@ impl SqlStore {
             closed: AtomicBool::new(false),
             groups: GroupStats::default(),
             max_connections: parallel * 2,
+            lanes: Vec::new(),
         }))
     }
 
@@ -480,6 +530,72 @@ impl SqlStore {
     /// only over an older version. The writes of sessions whose lease epoch moved past the
     /// writer's are left out (fenced): their ids are returned.
     pub async fn commit(&self, writes: &[VersionedWrite<'_>]) -> Result<Vec<String>, CommitError> {
+        self.commit_with(writes, None).await
+    }
+
+    /// [`Self::commit`] from commit lane `lane` (of [`Self::parallel_commits`]), on the lane's
+    /// own connection where it has one. A lane commits one group at a time, so its connection
+    /// needs no pool: sqlx's pool tests every connection it hands out and every one given back
+    /// with a round trip each, two round trips of the server's time per commit. A lane's
+    /// connection that fails (a server restart, a broken link, a deadline that dropped it
+    /// mid-statement) is closed and the next commit opens another; a failure of the connection
+    /// itself on a connection that served before is tried once more on a new one (every write is
+    /// versioned, so running one twice changes nothing).
+    pub async fn commit_in_lane(
+        &self,
+        lane: usize,
+        writes: &[VersionedWrite<'_>],
+    ) -> Result<Vec<String>, CommitError> {
+        self.commit_with(writes, self.lanes.get(lane)).await
+    }
+
+    /// Runs `merged` on the lane's connection, opening it if needed (see
+    /// [`Self::commit_in_lane`]).
+    async fn write_in_lane(
+        &self,
+        lane: &tokio::sync::Mutex<Option<LaneConn>>,
+        m: &Merged<'_>,
+        now: i64,
+    ) -> std::result::Result<Vec<String>, sqlx::Error> {
+        let mut held = lane.lock().await;
+        let mut reused = true;
+        loop {
+            // taken out while in use: a failure, or a deadline that drops this future, drops it
+            let mut conn = match held.take() {
+                Some(c) => c,
+                None => {
+                    reused = false;
+                    match &self.pool {
+                        Pool::Postgres(p) => LaneConn::Postgres(postgres::connect_one(p).await?),
+                        Pool::MySql(p) => LaneConn::MySql(mysql::connect_one(p).await?),
+                        Pool::Sqlite(_) | Pool::Plugin(_) => {
+                            unreachable!("lane connections are only made for server dialects")
+                        }
+                    }
+                }
+            };
+            let r = match &mut conn {
+                LaneConn::Postgres(c) => postgres::write_on(c, m, now).await,
+                LaneConn::MySql(c) => mysql::write_on(c, m, now).await,
+            };
+            match r {
+                Ok(fenced) => {
+                    *held = Some(conn);
+                    return Ok(fenced);
+                }
+                // Any failure drops the connection: a failed transaction's rollback would wait
+                // for the connection's next use, holding its locks until then.
+                Err(e) if reused && is_connection_error(&e) => reused = false,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn commit_with(
+        &self,
+        writes: &[VersionedWrite<'_>],
+        lane: Option<&tokio::sync::Mutex<Option<LaneConn>>>,
+    ) -> Result<Vec<String>, CommitError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CommitError {
                 error: Error::StoreClosed,
@@ -497,7 +613,11 @@ impl SqlStore {
         let write = Box::pin(async move {
             let mut tries = 0;
             loop {
-                match on_dialect!(pool, write(merged, now)) {
+                let r = match lane {
+                    Some(l) => self.write_in_lane(l, merged, now).await,
+                    None => on_dialect!(pool, write(merged, now)),
+                };
+                match r {
                     Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
                     r => return r,
                 }
@@ -714,6 +834,13 @@ impl SqlStore {
             return;
         }
         let close = async {
+            for lane in &self.lanes {
+                let _ = match lane.lock().await.take() {
+                    Some(LaneConn::Postgres(c)) => sqlx::Connection::close(c).await,
+                    Some(LaneConn::MySql(c)) => sqlx::Connection::close(c).await,
+                    None => Ok(()),
+                };
+            }
             match &self.pool {
                 Pool::Postgres(p) => p.close().await,
                 Pool::MySql(p) => p.close().await,

@@ -3,8 +3,8 @@
 
 use std::str::FromStr;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::MySql;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions, MySql};
 
 use super::apply_migrations;
 use super::keyed::keyed_statements;
@@ -90,22 +90,32 @@ pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error>
     MySqlPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.timeout)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if !super::nodelay::set_before_connect() {
-                    super::nodelay::enable_towards(port);
-                }
-                // REPEATABLE READ (InnoDB's default) takes gap locks on the session rows a write
-                // locks before it may insert them: concurrent writes of new sessions deadlock.
-                // Every write here is one short transaction; READ COMMITTED is what it needs.
-                sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-        })
+        .after_connect(move |conn, _| Box::pin(prepare(conn, port)))
         .connect_with(connect)
         .await
+}
+
+/// What every new connection gets before its first statement (the pool's and the commit
+/// lanes' alike).
+async fn prepare(conn: &mut MySqlConnection, port: u16) -> Result<(), sqlx::Error> {
+    if !super::nodelay::set_before_connect() {
+        super::nodelay::enable_towards(port);
+    }
+    // REPEATABLE READ (InnoDB's default) takes gap locks on the session rows a write locks
+    // before it may insert them: concurrent writes of new sessions deadlock. Every write here is
+    // one short transaction; READ COMMITTED is what it needs.
+    sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A connection of the pool's settings outside the pool (a commit lane's own).
+pub(super) async fn connect_one(pool: &MySqlPool) -> Result<MySqlConnection, sqlx::Error> {
+    let options = pool.connect_options();
+    let mut conn = options.connect().await?;
+    prepare(&mut conn, options.get_port()).await?;
+    Ok(conn)
 }
 
 /// DDL commits implicitly in MySQL, so a named lock (held by this connection) serialises
