@@ -42,7 +42,9 @@ use crate::sql::TypeSummary;
 /// type in ARGV order. ARGV: floor, ttl ms (0: none), mode ('d' durable: the records become
 /// clean; 'r' Redis only: they are marked dirty, deletes leave tombstones; 'n' no SQL tier),
 /// version as 8 bytes, version as a number, has-creds flag, creds envelope, tombstone envelope,
-/// the writer's lease epoch (-1: none), then per type: escaped name, number of puts, number of
+/// the writer's lease epoch (-1: none), the session id to add to the dirty index (the last KEY)
+/// or '' (a cluster: the index lives in another slot), then per type: escaped name, number of
+/// puts, number of
 /// deletes, the puts as id/envelope pairs, the deleted ids. Returns 1, -1 when the session's
 /// `ver` is below the floor (Redis lost writes), -2 when the version is not above the session's
 /// cleared watermark, -3 when a later lease epoch fences the writer.
@@ -74,7 +76,7 @@ if ARGV[6] == '1' then
   names[#names + 1] = '\0c'
   touched[#touched + 1] = KEYS[1]
 end
-local i, k = 10, 5
+local i, k = 11, 5
 while i <= #ARGV do
   local t, np, nd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local key = KEYS[k]
@@ -133,6 +135,7 @@ elseif mode == 'r' then
     fv[#fv + 1] = vnum
   end
   if #fv > 0 then chunked('HSET', KEYS[3], fv) end
+  if ARGV[10] ~= '' then redis.call('SADD', KEYS[k], ARGV[10]) end
 else
   redis.call('HSET', KEYS[3], '\0n', 1)
 end
@@ -833,6 +836,10 @@ impl RedisTier {
             envelope::seal(version, None).into(),
         ));
         args.push(epoch.map_or(-1, |e| e as i64).into());
+        // write-behind marks and the dirty index in one atomic step, so a crash between them
+        // cannot leave dirty records no flush finds (see [`Self::index_dirty_after_write`])
+        let index = durability == Durability::RedisOnly && !self.client.is_clustered();
+        args.push(if index { (&**sid).into() } else { "".into() });
         for (kind, (puts, dels)) in &groups {
             keys.push(self.keys_key(sid, kind));
             args.push(escape(kind).into());
@@ -847,6 +854,9 @@ impl RedisTier {
             for k in dels {
                 args.push(k.id.as_str().into());
             }
+        }
+        if index {
+            keys.push(self.mm_key("dirty"));
         }
         let n: i64 = self
             .call(
@@ -1025,7 +1035,14 @@ impl RedisTier {
     }
 
     /// Notes that `sid` may hold records SQL lacks, in the index any process's flusher reads.
-    pub async fn index_dirty(&self, sid: &SessionId) -> Result<()> {
+    /// Adds a session a Redis-only write marked dirty to the dirty index, where the write script
+    /// could not: on a cluster the index lives in another slot than the session. (A process that
+    /// dies between the two steps leaves dirty records unindexed there, which a flush only finds
+    /// through `flush(sessionId)`.)
+    pub async fn index_dirty_after_write(&self, sid: &SessionId) -> Result<()> {
+        if !self.client.is_clustered() {
+            return Ok(()); // the write script did it
+        }
         let _: i64 = self
             .call("sadd", self.client.sadd(self.mm_key("dirty"), &**sid))
             .await?;

@@ -523,7 +523,11 @@ async fn a_failing_session_does_not_stop_a_flush_pass() {
         )
         .await
         .unwrap();
-    r.index_dirty(&bad).await.unwrap();
+    let _: i64 = r
+        .client()
+        .sadd(r.mm_key("dirty"), bad.to_string())
+        .await
+        .unwrap();
     let err = store.flush_all().await.unwrap_err();
     assert_eq!(err.code(), "ERR_DATABASE");
     let sql_only = uncached(None, Some(p.clone()));

@@ -158,3 +158,57 @@ async fn write_behind_needs_both_tiers() {
     let err = AuthStore::new(None, Some(sql), behind(Duration::from_millis(10))).unwrap_err();
     assert_eq!(err.code(), "ERR_CONFIG");
 }
+
+/// A write-behind write marks its records dirty and adds the session to the dirty index in one
+/// script: a process killed right after its write leaves no dirty records that `flushAll` (which
+/// walks the index) cannot find. Redis' MONITOR tags commands a script ran with `lua`; two
+/// separate round trips (the old way) show the SADD from the client's address instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dirty_index_is_written_in_the_same_script_as_the_marks() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(own) = OwnRedis::start() else { return };
+    let redis = RedisTier::connect(RedisOptions::new(own.url()))
+        .await
+        .unwrap();
+    let (sql, _) = sqlite_file().await;
+    let store = AuthStore::new(
+        Some(redis.clone()),
+        Some(sql.clone()),
+        behind(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let sid = SessionId::new(unique("behind-index")).unwrap();
+    // the session's first write loads it (reads that MONITOR need not see)
+    store
+        .write(&sid, batch("zero"), &WriteOptions::default())
+        .await
+        .unwrap();
+    let mut monitor = tokio::net::TcpStream::connect(("127.0.0.1", own.port))
+        .await
+        .unwrap();
+    monitor.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    store
+        .write(&sid, batch("one"), &WriteOptions::default())
+        .await
+        .unwrap();
+    let index = redis.mm_key("dirty");
+    let sadd = loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("MONITOR showed no SADD of the dirty index")
+            .unwrap()
+            .expect("MONITOR ended");
+        if line.contains("\"SADD\"") && line.contains(&index) {
+            break line;
+        }
+    };
+    assert!(
+        sadd.contains("[0 lua]"),
+        "the dirty index was written outside the write script: {sadd}"
+    );
+    store.flush_all().await.unwrap();
+    assert!(sql_has(&sql, &sid, "one").await);
+    store.close().await;
+}
