@@ -17,9 +17,9 @@ export const BENCH_PREFIX = `wa-bench-${process.pid}-`
 const id = (w) => `${BENCH_PREFIX}${w}-${uniq++}`
 
 const workloads = {
-  async 'message loop (100 sessions, get + durable set)'(sys, ctx) {
+  async 'message loop (100 sessions x 50 messages, get + durable set)'(sys, ctx) {
     const sessions = 100
-    const iters = Number(process.env.BENCH_LOOP_ITERS ?? 10)
+    const iters = Number(process.env.BENCH_LOOP_ITERS ?? 50)
     const jid = '5511999999999.0'
     const sids = Array.from({ length: sessions }, () => id('loop'))
     await Promise.all(sids.map((sid) => sys.set(sid, { session: { [jid]: signalSession(0) } })))
@@ -77,6 +77,37 @@ const workloads = {
       rawHmget: raw.length ? median(raw) : undefined,
       nativeBytes: bytesOnly.length ? median(bytesOnly) : undefined,
     }
+  },
+
+  // A group send as Baileys does it for a group of 200 devices: the 200 Signal sessions (to send
+  // each the sender-key distribution message), the sender key, then the sender key written back
+  // (encrypting advances its chain), durably. 10 accounts send at once, each its own session.
+  async 'group send (10 accounts concurrently: get 200 sessions + sender key, durable set of the sender key)'(sys) {
+    const accounts = 10
+    const sends = Number(process.env.BENCH_GROUP_SENDS ?? 20)
+    const ids = Array.from({ length: 200 }, (_, i) => `55119${String(i).padStart(8, '0')}.0`)
+    const sk = '120363000000001@g.us::5511999::0'
+    const sids = Array.from({ length: accounts }, () => id('group'))
+    for (const sid of sids) {
+      await sys.set(sid, { session: Object.fromEntries(ids.map((j, i) => [j, signalSession(i)])), 'sender-key': { [sk]: senderKey(1) } })
+    }
+    const lat = []
+    const t0 = now()
+    await Promise.all(
+      sids.map(async (sid) => {
+        for (let i = 0; i < sends; i++) {
+          const t = now()
+          const got = await sys.get(sid, 'session', ids)
+          if (Object.keys(got).length !== 200) throw new Error('group send lost sessions')
+          const key = await sys.get(sid, 'sender-key', [sk])
+          if (!key[sk]) throw new Error('sender key vanished')
+          await sys.set(sid, { 'sender-key': { [sk]: senderKey(i + 2) } })
+          lat.push(now() - t)
+        }
+      }),
+    )
+    const ms = now() - t0
+    return { value: (accounts * sends) / (ms / 1000), unit: 'sends/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
   },
 
   async 'pairing burst (812 pre-keys, 20 sessions)'(sys) {

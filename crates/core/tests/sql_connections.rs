@@ -156,40 +156,47 @@ async fn a_dropped_lane_connection_is_replaced(postgres: bool) {
     let Some(db) = own_db(postgres, "lanes").await else {
         return;
     };
-    let sql = SqlStore::connect(options(&db.url)).await.unwrap();
-    let store = AuthStore::new(None, Some(sql.clone()), leased()).unwrap();
-    let sid = leased_session(&store, "lanes").await;
-    for round in 1..=3u8 {
-        store
-            .write(&sid, batch(round), &Default::default())
+    // the database goes whatever the test finds
+    let run = std::panic::AssertUnwindSafe(async {
+        let sql = SqlStore::connect(options(&db.url)).await.unwrap();
+        let store = AuthStore::new(None, Some(sql.clone()), leased()).unwrap();
+        let sid = leased_session(&store, "lanes").await;
+        for round in 1..=3u8 {
+            store
+                .write(&sid, batch(round), &Default::default())
+                .await
+                .unwrap();
+            assert!(
+                db.end_connections().await > 0,
+                "{what}: the store holds no connection"
+            );
+            // the lane's connection is dead now; the next write must not fail for it
+            store
+                .write(&sid, batch(round + 100), &Default::default())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{what}: a write after the server ended the connections failed: {e}")
+                });
+        }
+        let fresh = AuthStore::new(
+            None,
+            Some(SqlStore::connect(options(&db.url)).await.unwrap()),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let got = fresh
+            .get_keys(&sid, "session", &["a".to_string()])
             .await
             .unwrap();
-        assert!(
-            db.end_connections().await > 0,
-            "{what}: the store holds no connection"
-        );
-        // the lane's connection is dead now; the next write must not fail for it
-        store
-            .write(&sid, batch(round + 100), &Default::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!("{what}: a write after the server ended the connections failed: {e}")
-            });
-    }
-    let fresh = AuthStore::new(
-        None,
-        Some(SqlStore::connect(options(&db.url)).await.unwrap()),
-        StoreOptions::default(),
-    )
-    .unwrap();
-    let got = fresh
-        .get_keys(&sid, "session", &["a".to_string()])
-        .await
-        .unwrap();
-    assert_eq!(got[0].as_deref(), Some(&[103u8; 64][..]), "{what}");
-    fresh.close().await;
-    store.close().await;
+        assert_eq!(got[0].as_deref(), Some(&[103u8; 64][..]), "{what}");
+        fresh.close().await;
+        store.close().await;
+    });
+    let outcome = futures::FutureExt::catch_unwind(run).await;
     db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
