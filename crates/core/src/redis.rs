@@ -39,15 +39,14 @@ use crate::model::{SessionId, Value, WriteBatch};
 use crate::sql::TypeSummary;
 
 /// Applies one write batch at one version. KEYS: creds, types, dirty, meta, then one hash per
-/// type in ARGV order. ARGV: floor, ttl ms (0: none), mode ('d' durable: the records become
+/// type in ARGV order, then the dirty index when ARGV[10] names the session. ARGV: floor, ttl ms (0: none), mode ('d' durable: the records become
 /// clean; 'r' Redis only: they are marked dirty, deletes leave tombstones; 'n' no SQL tier),
 /// version as 8 bytes, version as a number, has-creds flag, creds envelope, tombstone envelope,
 /// the writer's lease epoch (-1: none), the session id to add to the dirty index (the last KEY)
 /// or '' (a cluster: the index lives in another slot), then per type: escaped name, number of
-/// puts, number of
-/// deletes, the puts as id/envelope pairs, the deleted ids. Returns 1, -1 when the session's
-/// `ver` is below the floor (Redis lost writes), -2 when the version is not above the session's
-/// cleared watermark, -3 when a later lease epoch fences the writer.
+/// puts, number of deletes, the puts as id/envelope pairs, the deleted ids. Returns 1, -1 when
+/// the session's `ver` is below the floor (Redis lost writes), -2 when the version is not above
+/// the session's cleared watermark, -3 when a later lease epoch fences the writer.
 const WRITE_LUA: &str = r#"
 local floor, ttl, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local vb, vnum, tomb, epoch = ARGV[4], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
@@ -1034,7 +1033,6 @@ impl RedisTier {
         opened(v)
     }
 
-    /// Notes that `sid` may hold records SQL lacks, in the index any process's flusher reads.
     /// Adds a session a Redis-only write marked dirty to the dirty index, where the write script
     /// could not: on a cluster the index lives in another slot than the session. (A process that
     /// dies between the two steps leaves dirty records unindexed there, which a flush only finds

@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::*;
 use sqlx::{Connection, Executor};
 use wa_auth_core::lease::{LeaseOptions, LeaseOutcome};
-use wa_auth_core::{AuthStore, KeyWrite, SessionId, SqlStore, StoreOptions, WriteBatch};
+use wa_auth_core::{
+    AuthStore, KeyWrite, SessionId, SqlStore, StoreOptions, WriteBatch, WriteOptions,
+};
 
 /// A database of the test's own on the server `admin_url` points at, dropped by `drop_db`.
 struct OwnDb {
@@ -56,36 +58,61 @@ impl OwnDb {
         })
     }
 
+    /// The server's ids of every connection to the database (the admin connection doing the
+    /// asking left out), on `admin`.
+    async fn connection_ids(&self) -> Vec<i64> {
+        let sql = if self.postgres {
+            format!(
+                "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                self.name
+            )
+        } else {
+            format!(
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = '{}'",
+                self.name
+            )
+        };
+        let rows: Vec<(i64,)> = if self.postgres {
+            let mut c = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut c)
+                .await;
+            c.close().await.unwrap();
+            rows
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(&self.admin).await.unwrap();
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut c)
+                .await;
+            c.close().await.unwrap();
+            rows
+        }
+        .expect("list the database's connections");
+        rows.into_iter().map(|(id,)| id).collect()
+    }
+
     /// Ends every server connection to the database (as a server restart or an idle reaper
     /// would); returns how many there were.
     async fn end_connections(&self) -> usize {
-        if self.postgres {
-            let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-            let ended: Vec<(bool,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
-                self.name
-            )))
-            .fetch_all(&mut conn)
-            .await
-            .expect("terminate the database's connections");
-            conn.close().await.unwrap();
-            return ended.len();
+        let ids = self.connection_ids().await;
+        for id in &ids {
+            let sql = if self.postgres {
+                format!("SELECT pg_terminate_backend({id})")
+            } else {
+                format!("KILL CONNECTION {id}")
+            };
+            // a connection that ended meanwhile is no failure
+            let _ = exec(&self.admin, self.postgres, sql).await;
         }
-        let mut conn = sqlx::MySqlConnection::connect(&self.admin).await.unwrap();
-        let ids: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = '{}'",
-            self.name
-        )))
-        .fetch_all(&mut conn)
-        .await
-        .expect("list the database's connections");
-        for (id,) in &ids {
-            let _ = conn
-                .execute(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
-                .await;
-        }
-        conn.close().await.unwrap();
         ids.len()
+    }
+
+    /// Drops the database whatever the test found, then fails as the test did.
+    async fn finish(self, outcome: std::thread::Result<()>) {
+        self.drop_db().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     async fn drop_db(self) {
@@ -100,11 +127,25 @@ impl OwnDb {
     }
 }
 
-async fn own_db(postgres: bool, tag: &str) -> Option<OwnDb> {
-    let (urls, what) = if postgres {
-        (postgres_urls(), "PostgreSQL")
+/// Runs a test's body, catching its panic so [`OwnDb::finish`] can drop the database first.
+async fn catching(body: impl std::future::Future<Output = ()>) -> std::thread::Result<()> {
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body)).await
+}
+
+fn server_name(postgres: bool) -> &'static str {
+    if postgres {
+        "PostgreSQL"
     } else {
-        (mysql_urls(), "MariaDB/MySQL")
+        "MariaDB/MySQL"
+    }
+}
+
+async fn own_db(postgres: bool, tag: &str) -> Option<OwnDb> {
+    let what = server_name(postgres);
+    let urls = if postgres {
+        postgres_urls()
+    } else {
+        mysql_urls()
     };
     for u in &urls {
         if let Some(db) = OwnDb::create(u, postgres, tag).await {
@@ -148,16 +189,11 @@ async fn leased_session(store: &AuthStore, name: &str) -> SessionId {
 /// The server ends every connection between two commits (a restart, an idle reaper, a
 /// failover): the next commit runs on a new connection and succeeds; nothing is lost.
 async fn a_dropped_lane_connection_is_replaced(postgres: bool) {
-    let what = if postgres {
-        "PostgreSQL"
-    } else {
-        "MariaDB/MySQL"
-    };
+    let what = server_name(postgres);
     let Some(db) = own_db(postgres, "lanes").await else {
         return;
     };
-    // the database goes whatever the test finds
-    let run = std::panic::AssertUnwindSafe(async {
+    let outcome = catching(async {
         let sql = SqlStore::connect(options(&db.url)).await.unwrap();
         let store = AuthStore::new(None, Some(sql.clone()), leased()).unwrap();
         let sid = leased_session(&store, "lanes").await;
@@ -191,12 +227,9 @@ async fn a_dropped_lane_connection_is_replaced(postgres: bool) {
         assert_eq!(got[0].as_deref(), Some(&[103u8; 64][..]), "{what}");
         fresh.close().await;
         store.close().await;
-    });
-    let outcome = futures::FutureExt::catch_unwind(run).await;
-    db.drop_db().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    })
+    .await;
+    db.finish(outcome).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,4 +240,67 @@ async fn a_dropped_lane_connection_is_replaced_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_lane_connection_is_replaced_mysql() {
     a_dropped_lane_connection_is_replaced(false).await;
+}
+
+/// `maxConnections` bounds every connection the store opens: the commit lanes' own (2 of 4
+/// here) come out of it, the pool gets the rest. Commits of 16 sessions (both lanes) run
+/// alongside reads that all go to SQL (no cache, no Redis: the pool fills up).
+async fn connections_stay_within_max_connections(postgres: bool) {
+    let what = server_name(postgres);
+    let Some(db) = own_db(postgres, "cap").await else {
+        return;
+    };
+    let outcome = catching(async {
+        let mut opts = options(&db.url);
+        opts.max_connections = 4;
+        let store = uncached(None, Some(SqlStore::connect(opts).await.unwrap()));
+        let sessions: Vec<SessionId> = (0..16)
+            .map(|i| SessionId::new(unique(&format!("cap-{i}"))).unwrap())
+            .collect();
+        let wopts = WriteOptions::default();
+        let ids = ["a".to_string()];
+        for round in 0..5u8 {
+            let writes = sessions
+                .iter()
+                .map(|s| store.write(s, batch(round), &wopts));
+            let reads = sessions
+                .iter()
+                .flat_map(|s| (0..4).map(move |_| s))
+                .map(|s| store.get_keys(s, "session", &ids));
+            let (w, r) = futures::future::join(
+                futures::future::join_all(writes),
+                futures::future::join_all(reads),
+            )
+            .await;
+            w.into_iter().for_each(|x| {
+                x.unwrap();
+            });
+            r.into_iter().for_each(|x| {
+                x.unwrap();
+            });
+        }
+        let open = db.connection_ids().await.len();
+        store.close().await;
+        assert!(
+            open <= 4,
+            "{what}: {open} connections open with maxConnections 4"
+        );
+        // lanes that reserved their share but committed through the pool would leave 2 at most
+        assert!(
+            open > 2,
+            "{what}: only {open} connections: the commit lanes opened none of their own"
+        );
+    })
+    .await;
+    db.finish(outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_within_max_connections_postgres() {
+    connections_stay_within_max_connections(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_within_max_connections_mysql() {
+    connections_stay_within_max_connections(false).await;
 }

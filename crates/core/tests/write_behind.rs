@@ -27,6 +27,19 @@ fn behind(every: Duration) -> StoreOptions {
     }
 }
 
+/// A write-behind store on `own` and a SQLite file of its own, flushing `every`.
+async fn behind_store(
+    own: &OwnRedis,
+    every: Duration,
+) -> (Arc<RedisTier>, Arc<SqlStore>, String, AuthStore) {
+    let redis = RedisTier::connect(RedisOptions::new(own.url()))
+        .await
+        .unwrap();
+    let (sql, url) = sqlite_file().await;
+    let store = AuthStore::new(Some(redis.clone()), Some(sql.clone()), behind(every)).unwrap();
+    (redis, sql, url, store)
+}
+
 fn batch(tag: &str) -> WriteBatch {
     WriteBatch {
         creds: Some(Arc::from(format!("creds-{tag}").as_bytes())),
@@ -51,16 +64,7 @@ async fn sql_has(sql: &Arc<SqlStore>, sid: &SessionId, tag: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_reach_sql_in_the_background_and_on_close() {
     let Some(own) = OwnRedis::start() else { return };
-    let redis = RedisTier::connect(RedisOptions::new(own.url()))
-        .await
-        .unwrap();
-    let (sql, url) = sqlite_file().await;
-    let store = AuthStore::new(
-        Some(redis.clone()),
-        Some(sql.clone()),
-        behind(Duration::from_millis(100)),
-    )
-    .unwrap();
+    let (_, sql, url, store) = behind_store(&own, Duration::from_millis(100)).await;
     let s = SessionId::new("wb-1").unwrap();
     store
         .write(&s, batch("v1"), &WriteOptions::default())
@@ -167,16 +171,7 @@ async fn write_behind_needs_both_tiers() {
 async fn the_dirty_index_is_written_in_the_same_script_as_the_marks() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let Some(own) = OwnRedis::start() else { return };
-    let redis = RedisTier::connect(RedisOptions::new(own.url()))
-        .await
-        .unwrap();
-    let (sql, _) = sqlite_file().await;
-    let store = AuthStore::new(
-        Some(redis.clone()),
-        Some(sql.clone()),
-        behind(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let (redis, sql, _, store) = behind_store(&own, Duration::from_secs(3600)).await;
     let sid = SessionId::new(unique("behind-index")).unwrap();
     // the session's first write loads it (reads that MONITOR need not see)
     store

@@ -110,13 +110,18 @@ enum LaneConn {
     MySql(sqlx::MySqlConnection),
 }
 
-/// How many commit lanes get connections of their own, out of `max_connections`: one per lane
-/// a server dialect commits on (see [`SqlStore::parallel_commits`]), while the pool keeps at
-/// least one. SQLite and plug-ins commit through their pool.
+/// How many group commits a server dialect runs at once: half the connections, at most 4.
+fn server_commit_lanes(max_connections: u32) -> u32 {
+    (max_connections / 2).clamp(1, 4)
+}
+
+/// How many commit lanes get connections of their own, out of `max_connections`: every lane a
+/// server dialect commits on, as long as the pool keeps at least one. SQLite and plug-ins commit
+/// through their pool.
 fn lane_connections(dialect: Dialect, max_connections: u32) -> u32 {
     match dialect {
         Dialect::Postgres | Dialect::MySql => {
-            let lanes = (max_connections / 2).clamp(1, 4);
+            let lanes = server_commit_lanes(max_connections);
             if max_connections > lanes {
                 lanes
             } else {
@@ -465,7 +470,7 @@ impl SqlStore {
             Dialect::Sqlite => 1,
             // a plug-in commits as many at once as it was opened with (from_plugin's `parallel`)
             Dialect::Plugin => (self.max_connections as usize / 2).max(1),
-            _ => (self.max_connections as usize / 2).clamp(1, 4),
+            _ => server_commit_lanes(self.max_connections) as usize,
         }
     }
 
