@@ -12,13 +12,17 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeAuthStore {
   constructor(redis?: RedisConnection | undefined | null, sql?: SqlConnection | undefined | null, options?: NativeStoreOptions | undefined | null)
   getCreds(sessionId: string): Promise<Buffer | null>
-  /** Values aligned with `ids`; `null` where a record does not exist. */
-  getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Array<Buffer | null>>
+  /**
+   * The values of `ids` in one Buffer (see `packed`): a u32 length per id, `0xffffffff` where a
+   * record does not exist, then the values in the order of `ids`.
+   */
+  getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Buffer>
   /**
    * The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
    * call, cheaper than an async one when the answer is in memory).
+   * Packed as `getKeys` packs them.
    */
-  getKeysCached(sessionId: string, kind: string, ids: Array<string>): Array<Buffer> | null
+  getKeysCached(sessionId: string, kind: string, ids: Array<string>): Buffer | null
   /**
    * One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
    * Takes its place in the session's order now, on the JavaScript thread: writes of one

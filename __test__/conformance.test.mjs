@@ -84,6 +84,27 @@ for (const cfg of configs) {
       expect(Buffer.isBuffer(ver.indexValueMap['aGk='].valueMac)).toBe(true)
     })
 
+    it('reads many ids at once in the order asked, missing ones left out, multi-byte text intact, from every tier', async () => {
+      const store = await open()
+      const sid = uniqueId('many')
+      await store.acquireLease(sid).catch(() => null) // the cache serves leased sessions (stores without leases skip this)
+      // lengths that differ per record, multi-byte UTF-8 (offsets are bytes, not characters), a Buffer
+      const values = {}
+      for (let i = 0; i < 60; i++) values[`id-${i}`] = { n: i, text: 'ção ✓ 🙂'.repeat(i % 7), raw: Buffer.alloc(i % 5, i) }
+      await store.setKeys(sid, { session: values })
+      const ask = []
+      for (let i = 0; i < 70; i++) ask.push(i % 3 === 2 ? `absent-${i}` : `id-${(i * 7) % 60}`)
+      const expected = Object.fromEntries(ask.filter((id) => id in values).map((id) => [id, values[id]]))
+      const check = (got) => {
+        expect(got).toEqual(expected)
+        expect(Object.keys(got)).toEqual(Object.keys(expected))
+      }
+      check(await store.getKeys(sid, 'session', ask)) // the writer: its cache where it has one
+      check(await store.getKeys(sid, 'session', ask)) // the same read again (a full cache hit)
+      check(await (await open()).getKeys(sid, 'session', ask)) // a new store: Redis or SQL
+      expect(await store.getKeys(sid, 'session', ['absent-1', 'absent-2'])).toEqual({})
+    })
+
     it('lists ids and describes a session', async () => {
       const store = await open()
       const sid = uniqueId('list')

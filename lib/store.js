@@ -6,7 +6,7 @@ const { NativeAuthStore } = require('../binding.js')
 const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./adapters.js')
 const { resolveBaileys } = require('./baileys.js')
 const { RedisMemoryManager, managerOptions } = require('./memory-manager.js')
-const { encodeValue, decodeValue } = require('./codec.js')
+const { encodeValue, decodeValue, decodePacked } = require('./codec.js')
 const { WaAuthStoreError, call, convertError, invalid, reading } = require('./errors.js')
 const { checkSessionId, checkType, isPlainObject, wellFormed } = require('./validate.js')
 const { SessionLease, leaseOptions } = require('./lease.js')
@@ -351,17 +351,15 @@ class BaileysAuthStore {
       return out
     }
     const native = await this._native()
-    let values = null
+    let packed = null
     try {
-      values = native.getKeysCached(sessionId, type, ids) // sync: no hop to the runtime on a full hit
+      packed = native.getKeysCached(sessionId, type, ids) // sync: no hop to the runtime on a full hit
     } catch (err) {
       throw convertError(err)
     }
-    values ??= await call(() => native.getKeys(sessionId, type, ids))
+    packed ??= await call(() => native.getKeys(sessionId, type, ids))
     const proto = type === 'app-state-sync-key' ? await this._loadProto() : undefined
-    for (let i = 0; i < ids.length; i++) {
-      if (values[i]) setOwn(out, ids[i], decodeValue(type, values[i], proto))
-    }
+    decodePacked(type, packed, ids.length, proto, (i, value) => setOwn(out, ids[i], value))
     return out
   }
 
