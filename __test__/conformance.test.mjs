@@ -105,6 +105,36 @@ for (const cfg of configs) {
       expect(await store.getKeys(sid, 'session', ['absent-1', 'absent-2'])).toEqual({})
     })
 
+    it('revives Buffers in every form other stores wrote, in a read of many records, and leaves look-alike text alone', async () => {
+      const store = await open()
+      const sid = uniqueId('revive')
+      await store.acquireLease(sid).catch(() => null)
+      const raw = {
+        plain: '{"a":"QnVmZmVy","b":[1,2]}', // base64 of "Buffer": text, not a Buffer
+        base64: '{"k":{"type":"Buffer","data":"AQID"}}',
+        array: '{"k":{"type":"Buffer","data":[1,2,3]}}',
+        object: '{"k":{"0":1,"1":2,"2":3}}', // a Uint8Array as plain JSON.stringify writes it
+        escaped: '{"k":{"type":"\\u0042uffer","data":"AQID"}}', // "Buffer" spelled with an escape
+        word: '{"k":"Buffer","n":{"0":"x"}}', // the words, yet nothing to revive
+      }
+      const native = await store._native()
+      const ids = Object.keys(raw)
+      await native.write(sid, null, ids.map(() => 'session'), ids, ids.map((id) => Buffer.from(raw[id])))
+      const want = {
+        plain: { a: 'QnVmZmVy', b: [1, 2] },
+        base64: { k: Buffer.from([1, 2, 3]) },
+        array: { k: Buffer.from([1, 2, 3]) },
+        object: { k: Buffer.from([1, 2, 3]) },
+        escaped: { k: Buffer.from([1, 2, 3]) },
+        word: { k: 'Buffer', n: { 0: 'x' } },
+      }
+      for (const reader of [store, await open()]) {
+        const got = await reader.getKeys(sid, 'session', ['missing', ...ids])
+        expect(got).toEqual(want)
+        for (const id of ['base64', 'array', 'object', 'escaped']) expect(Buffer.isBuffer(got[id].k)).toBe(true)
+      }
+    })
+
     it('lists ids and describes a session', async () => {
       const store = await open()
       const sid = uniqueId('list')

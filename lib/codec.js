@@ -100,11 +100,11 @@ function needsReviver(text) {
   return text.includes('Buffer') || text.includes('"0"') || text.includes('\\u')
 }
 
-/** Parses a stored value's JSON text (see decodeValue). */
-function decodeText(type, text, proto) {
+/** Parses a stored value's JSON text (see decodeValue); `revive`: whether it needs the reviver. */
+function decodeText(type, text, proto, revive) {
   let value
   try {
-    value = needsReviver(text) ? JSON.parse(text, reviver) : JSON.parse(text)
+    value = revive ? JSON.parse(text, reviver) : JSON.parse(text)
   } catch (err) {
     throw new WaAuthStoreError('ERR_CORRUPT_VALUE', `stored ${type} value is not valid JSON: ${err.message}`, { cause: err })
   }
@@ -121,16 +121,20 @@ function decodeText(type, text, proto) {
 function decodeValue(type, bytes, proto) {
   if (!(bytes instanceof Uint8Array)) throw invalid(`decodeValue takes stored bytes (a Buffer or Uint8Array), got ${bytes === null ? 'null' : typeof bytes}`)
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  return decodeText(type, buf.toString('utf8'), proto)
+  const text = buf.toString('utf8')
+  return decodeText(type, text, proto, needsReviver(text))
 }
 
-/** The length the native layer writes for a record that does not exist. */
+/** What the native layer writes for a record that does not exist. */
 const ABSENT = 0xffffffff
+/** Set in a length when the value needs the reviver (the native layer tests what needsReviver does). */
+const REVIVE = 0x80000000
 
 /**
- * Decodes the native layer's packed records (one Buffer for a whole read: a little-endian u32
- * length per asked id, ABSENT where the record does not exist, then the values back to back) and
- * calls `each(i, value)` for every present one, in order.
+ * Decodes the native layer's packed records (one Buffer for a whole read: a little-endian u32 per
+ * asked id, ABSENT where the record does not exist, else its length with REVIVE set when it needs
+ * the reviver; then the values back to back) and calls `each(i, value)` for every present one, in
+ * order.
  */
 function decodePacked(type, packed, count, proto, each) {
   let at = 4 * count
@@ -138,10 +142,11 @@ function decodePacked(type, packed, count, proto, each) {
   const mismatch = () => new Error(`wa-auth-store: the native addon's read of ${count} records does not match lib/codec.js (rebuild the addon)`)
   if (!Buffer.isBuffer(packed) || packed.length < at) throw mismatch()
   for (let i = 0; i < count; i++) {
-    const n = packed.readUInt32LE(4 * i)
-    if (n === ABSENT) continue
+    const word = packed.readUInt32LE(4 * i)
+    if (word === ABSENT) continue
+    const n = word & ~REVIVE
     if (at + n > packed.length) throw mismatch()
-    each(i, decodeText(type, packed.toString('utf8', at, at + n), proto))
+    each(i, decodeText(type, packed.toString('utf8', at, at + n), proto, word >= REVIVE))
     at += n
   }
 }

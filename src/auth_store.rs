@@ -165,13 +165,25 @@ fn buffer(v: Value) -> Buffer {
 
 /// Marks an absent record in [`packed`]'s lengths.
 const ABSENT: u32 = u32::MAX;
+/// Set in a length of [`packed`]'s when the value's JSON needs the JavaScript reviver.
+const REVIVE: u32 = 1 << 31;
 
-/// Records packed into one Buffer: a little-endian u32 length per record ([`ABSENT`] where a
-/// record does not exist), then the present values back to back. One Buffer rather than one per
-/// record: each Buffer Node makes is an allocation, a finalizer and GC bookkeeping, and for 200
-/// Signal sessions those cost more than half as much as decoding their JSON (0.59 ms of a
-/// 1.7 ms read of 200 cached records, measured with perf: malloc, free and the ArrayBuffer
-/// sweeper on top).
+/// Whether JavaScript's reviver could change anything in this JSON: the test of `needsReviver`
+/// in lib/codec.js (a "Buffer", a `"0"` key or a `\u` escape anywhere), on the bytes. Done here
+/// with SIMD substring search it is a fraction of what `String#includes` cost on the JavaScript
+/// thread (7 % of it in a group send's profile: base64 text is full of `B`s).
+fn needs_reviver(json: &[u8]) -> bool {
+    memchr::memmem::find(json, b"Buffer").is_some()
+        || memchr::memmem::find(json, b"\"0\"").is_some()
+        || memchr::memmem::find(json, b"\\u").is_some()
+}
+
+/// Records packed into one Buffer: a little-endian u32 per record, [`ABSENT`] where a record
+/// does not exist, else its length with [`REVIVE`] set when its JSON needs the reviver, then the
+/// present values back to back. One Buffer rather than one per record: each Buffer Node makes is
+/// an allocation, a finalizer and GC bookkeeping, and for 200 Signal sessions those cost more
+/// than half as much as decoding their JSON (0.59 ms of a 1.7 ms read of 200 cached records,
+/// measured with perf: malloc, free and the ArrayBuffer sweeper on top).
 fn packed<'a>(
     values: impl ExactSizeIterator<Item = Option<&'a Value>> + Clone,
 ) -> napi::Result<Buffer> {
@@ -179,18 +191,25 @@ fn packed<'a>(
     let bytes: usize = values.clone().flatten().map(|v| v.len()).sum();
     let mut out = Vec::with_capacity(4 * n + bytes);
     for v in values.clone() {
-        let len = match v {
-            Some(v) => u32::try_from(v.len())
-                .ok()
-                .filter(|&l| l != ABSENT)
-                .ok_or_else(|| {
-                    to_napi(wa_auth_core::Error::invalid(
-                        "a stored value is 4 GiB or larger",
-                    ))
-                })?,
+        let word = match v {
+            Some(v) => {
+                let len = u32::try_from(v.len())
+                    .ok()
+                    .filter(|&l| l < REVIVE)
+                    .ok_or_else(|| {
+                        to_napi(wa_auth_core::Error::invalid(
+                            "a stored value is 2 GiB or larger",
+                        ))
+                    })?;
+                if needs_reviver(v) {
+                    len | REVIVE
+                } else {
+                    len
+                }
+            }
             None => ABSENT,
         };
-        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&word.to_le_bytes());
     }
     for v in values.flatten() {
         out.extend_from_slice(v);
