@@ -127,29 +127,61 @@ class StoreMetrics {
     })
   }
 
-  /** Times `fn()` as operation `op`, counting a rejection under its code. */
-  async time(op, fn) {
-    const end = this._duration.startTimer({ op })
+  /**
+   * Times `fn()` (which returns a promise) as operation `op`, counting a rejection under its
+   * code. Promise callbacks rather than an async function: one promise less per call on every
+   * read and write.
+   */
+  time(op, fn) {
+    const observe = (this._observers ??= new Map()).get(op) ?? this._observer(op)
+    const start = performance.now()
+    let p
     try {
-      return await fn()
+      p = fn()
     } catch (err) {
-      this._errors.inc({ code: typeof err?.code === 'string' ? err.code : 'ERR_UNEXPECTED' })
-      throw err
-    } finally {
-      end()
+      p = Promise.reject(err)
     }
+    return p.then(
+      (value) => {
+        observe((performance.now() - start) / 1000)
+        return value
+      },
+      (err) => {
+        observe((performance.now() - start) / 1000)
+        this._errors.inc({ code: typeof err?.code === 'string' ? err.code : 'ERR_UNEXPECTED' })
+        throw err
+      },
+    )
+  }
+
+  _observer(op) {
+    const child = this._duration.labels({ op })
+    const observe = (seconds) => child.observe(seconds)
+    this._observers.set(op, observe)
+    return observe
   }
 
   /** A write of `records` records and `bytes` value bytes, counted queued while it is in flight. */
-  async inFlight(records, bytes, fn) {
+  inFlight(records, bytes, fn) {
     this._records.inc(records)
     if (bytes > 0) this._bytes.inc(bytes)
     this._queued.inc()
+    let p
     try {
-      return await fn()
-    } finally {
-      this._queued.dec()
+      p = fn()
+    } catch (err) {
+      p = Promise.reject(err)
     }
+    return p.then(
+      (value) => {
+        this._queued.dec()
+        return value
+      },
+      (err) => {
+        this._queued.dec()
+        throw err
+      },
+    )
   }
 
   report(level, code) {
