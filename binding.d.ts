@@ -13,14 +13,17 @@ export declare class NativeAuthStore {
   constructor(redis?: RedisConnection | undefined | null, sql?: SqlConnection | undefined | null, options?: NativeStoreOptions | undefined | null)
   getCreds(sessionId: string): Promise<Buffer | null>
   /**
-   * The values of `ids` in one Buffer (see `packed`): a u32 length per id, `0xffffffff` where a
-   * record does not exist, then the values in the order of `ids`.
+   * The values of `ids` in one Buffer: a little-endian u32 per id, `0xffffffff` where the
+   * record does not exist, else its length in bytes (`word & 0x7fffffff`) with bit 31 set when
+   * its JSON needs BufferJSON's reviver; then the present values back to back, in the order of
+   * `ids` (lib/codec.js `decodePacked` reads it).
    */
   getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Buffer>
   /**
    * The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
    * call, cheaper than an async one when the answer is in memory).
-   * Packed as `getKeys` packs them.
+   * Packed as `getKeys` packs them (a little-endian u32 per id: the length, bit 31 set when the
+   * value needs the reviver; then the values).
    */
   getKeysCached(sessionId: string, kind: string, ids: Array<string>): Buffer | null
   /**

@@ -115,7 +115,7 @@ for (const cfg of configs) {
         array: '{"k":{"type":"Buffer","data":[1,2,3]}}',
         object: '{"k":{"0":1,"1":2,"2":3}}', // a Uint8Array as plain JSON.stringify writes it
         escaped: '{"k":{"type":"\\u0042uffer","data":"AQID"}}', // "Buffer" spelled with an escape
-        word: '{"k":"Buffer","n":{"0":"x"}}', // the words, yet nothing to revive
+        word: '{"k":"Buffer","n":{"0":"x"}}', // the words, yet nothing to revive (the reviver runs and leaves it)
       }
       const native = await store._native()
       const ids = Object.keys(raw)
@@ -128,11 +128,20 @@ for (const cfg of configs) {
         escaped: { k: Buffer.from([1, 2, 3]) },
         word: { k: 'Buffer', n: { 0: 'x' } },
       }
-      for (const reader of [store, await open()]) {
+      for (const reader of [store, store, await open()]) {
         const got = await reader.getKeys(sid, 'session', ['missing', ...ids])
         expect(got).toEqual(want)
         for (const id of ['base64', 'array', 'object', 'escaped']) expect(Buffer.isBuffer(got[id].k)).toBe(true)
       }
+      // the native layout itself: a u32 per id (0xffffffff absent, bit 31: needs the reviver), then the values
+      const asked = ['missing', ...ids]
+      const words = (packed) => asked.map((_, i) => packed.readUInt32LE(4 * i))
+      const expected = [0xffffffff, ...ids.map((id) => Buffer.byteLength(raw[id]) + (id === 'plain' ? 0 : 0x80000000))]
+      const viaRuntime = await native.getKeys(sid, 'session', asked)
+      expect(words(viaRuntime)).toEqual(expected)
+      expect(viaRuntime.subarray(4 * asked.length).toString()).toBe(ids.map((id) => raw[id]).join(''))
+      const cached = native.getKeysCached(sid, 'session', ids) // null where this store has no cache of it
+      if (cached) expect(ids.map((_, i) => cached.readUInt32LE(4 * i))).toEqual(expected.slice(1))
     })
 
     it('lists ids and describes a session', async () => {

@@ -149,6 +149,7 @@ function decodePacked(type, packed, count, proto, each) {
     each(i, decodeText(type, packed.toString('utf8', at, at + n), proto, word >= REVIVE))
     at += n
   }
+  if (at !== packed.length) throw mismatch()
 }
 
 module.exports = { BufferJSON, encodeValue, decodeValue, decodePacked, MAX_DEPTH }

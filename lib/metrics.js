@@ -48,6 +48,16 @@ function perScrape(read) {
   }
 }
 
+/** `fn()` as a promise: a throw becomes a rejection, a plain value a resolved promise (as an async function would). */
+function settled(fn) {
+  try {
+    const p = fn()
+    return typeof p?.then === 'function' ? p : Promise.resolve(p)
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
 class StoreMetrics {
   /** @param store the BaileysAuthStore measured */
   constructor(store) {
@@ -135,13 +145,7 @@ class StoreMetrics {
   time(op, fn) {
     const observe = (this._observers ??= new Map()).get(op) ?? this._observer(op)
     const start = performance.now()
-    let p
-    try {
-      p = fn()
-    } catch (err) {
-      p = Promise.reject(err)
-    }
-    return p.then(
+    return settled(fn).then(
       (value) => {
         observe((performance.now() - start) / 1000)
         return value
@@ -166,13 +170,7 @@ class StoreMetrics {
     this._records.inc(records)
     if (bytes > 0) this._bytes.inc(bytes)
     this._queued.inc()
-    let p
-    try {
-      p = fn()
-    } catch (err) {
-      p = Promise.reject(err)
-    }
-    return p.then(
+    return settled(fn).then(
       (value) => {
         this._queued.dec()
         return value

@@ -173,10 +173,20 @@ const REVIVE: u32 = 1 << 31;
 /// with SIMD substring search it is a fraction of what `String#includes` cost on the JavaScript
 /// thread (7 % of it in a group send's profile: base64 text is full of `B`s).
 fn needs_reviver(json: &[u8]) -> bool {
-    memchr::memmem::find(json, b"Buffer").is_some()
-        || memchr::memmem::find(json, b"\"0\"").is_some()
-        || memchr::memmem::find(json, b"\\u").is_some()
+    use memchr::memmem::Finder;
+    static NEEDLES: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
+        [
+            Finder::new(b"Buffer"),
+            Finder::new(b"\"0\""),
+            Finder::new(b"\\u"),
+        ]
+    });
+    NEEDLES.iter().any(|n| n.find(json).is_some())
 }
+
+/// The longest value [`packed`] hands over: V8's longest string (`String.prototype.length`'s
+/// limit on 64-bit Node, 2^29 - 24 UTF-16 units), which JavaScript could not decode anyway.
+const MAX_PACKED_VALUE: usize = (1 << 29) - 24;
 
 /// Records packed into one Buffer: a little-endian u32 per record, [`ABSENT`] where a record
 /// does not exist, else its length with [`REVIVE`] set when its JSON needs the reviver, then the
@@ -193,14 +203,13 @@ fn packed<'a>(
     for v in values.clone() {
         let word = match v {
             Some(v) => {
-                let len = u32::try_from(v.len())
-                    .ok()
-                    .filter(|&l| l < REVIVE)
-                    .ok_or_else(|| {
-                        to_napi(wa_auth_core::Error::invalid(
-                            "a stored value is 2 GiB or larger",
-                        ))
-                    })?;
+                if v.len() > MAX_PACKED_VALUE {
+                    return Err(to_napi(wa_auth_core::Error::CorruptValue(format!(
+                        "a stored value of {} bytes is longer than JavaScript can read",
+                        v.len()
+                    ))));
+                }
+                let len = v.len() as u32; // < 2^29: REVIVE and ABSENT stay apart
                 if needs_reviver(v) {
                     len | REVIVE
                 } else {
@@ -278,8 +287,10 @@ impl NativeAuthStore {
         Ok(self.inner.get_creds(&sid).await.napi()?.map(buffer))
     }
 
-    /// The values of `ids` in one Buffer (see `packed`): a u32 length per id, `0xffffffff` where a
-    /// record does not exist, then the values in the order of `ids`.
+    /// The values of `ids` in one Buffer: a little-endian u32 per id, `0xffffffff` where the
+    /// record does not exist, else its length in bytes (`word & 0x7fffffff`) with bit 31 set when
+    /// its JSON needs BufferJSON's reviver; then the present values back to back, in the order of
+    /// `ids` (lib/codec.js `decodePacked` reads it).
     #[napi]
     pub async fn get_keys(
         &self,
@@ -294,7 +305,8 @@ impl NativeAuthStore {
 
     /// The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
     /// call, cheaper than an async one when the answer is in memory).
-    /// Packed as `getKeys` packs them.
+    /// Packed as `getKeys` packs them (a little-endian u32 per id: the length, bit 31 set when the
+    /// value needs the reviver; then the values).
     #[napi]
     pub fn get_keys_cached(
         &self,
