@@ -48,32 +48,56 @@ describe.skipIf(!available || !postgres)('Redis Sentinel + PostgreSQL', () => {
     await store.purgeSession(sid)
   })
 
-  it('authenticates to a password-protected master with the URL password, not to the sentinels (which have none)', async () => {
-    const locked = await OwnSentinel.start({ password: 'S3cret%pw' })
+  /** A Sentinel set of its own for `fn(set)`, stopped afterwards. */
+  async function withOwnSet(options, fn) {
+    const own = await OwnSentinel.start(options)
     try {
-      expect(locked.url).toMatch(/^redis-sentinel:\/\/:S3cret%25pw@127\.0\.0\.1:\d+\/0\?sentinelServiceName=mymaster&node=/)
-      const store = open(locked.url)
-      try {
-        const sid = uniqueId('sentinel-auth')
-        await store.saveCreds(sid, { creds: { me: 'y' } })
-        expect(Number(await locked.cli(await locked.masterPort(), 'exists', `wa:{s:${sid}}:c`))).toBe(1)
-        expect((await store.getCreds(sid)).creds).toEqual({ me: 'y' })
-        await store.purgeSession(sid)
-      } finally {
-        await store.close()
-      }
+      await fn(own)
     } finally {
-      await locked.stop()
+      await own.stop()
     }
-  })
+  }
 
-  it('refuses sentinelUsername / sentinelPassword (this build would ignore them) with ERR_CONFIG, naming no secret', async () => {
-    const url = set.url.replace('sentinelServiceName=', 'sentinelPassword=S3cret-q&sentinelServiceName=')
-    const adapter = new BaileysRedisAdapter(url)
-    const err = await adapter.connect().then(() => null, (e) => e)
-    expect(err).toMatchObject({ code: 'ERR_CONFIG', message: expect.stringMatching(/sentinelPassword is not supported/) })
-    expect(err.message).not.toMatch(/S3cret/)
-  })
+  /** Writes creds through `url`, checks they landed on `own`'s master and read back, and removes them. */
+  async function roundTrip(own, url, tag) {
+    const store = open(url)
+    try {
+      const sid = uniqueId(tag)
+      await store.saveCreds(sid, { creds: { me: tag } })
+      expect(Number(await own.cli(await own.masterPort(), 'exists', `wa:{s:${sid}}:c`))).toBe(1)
+      expect((await store.getCreds(sid)).creds).toEqual({ me: tag })
+      await store.purgeSession(sid)
+    } finally {
+      await store.close()
+    }
+  }
+
+  it('authenticates to a password-protected master with the URL password, not to the sentinels (which have none)', () =>
+    withOwnSet({ password: 'S3cret%pw' }, async (own) => {
+      expect(own.url).toMatch(/^redis-sentinel:\/\/:S3cret%25pw@127\.0\.0\.1:\d+\/0\?sentinelServiceName=mymaster&node=/)
+      await roundTrip(own, own.url, 'sentinel-auth')
+    }))
+
+  it('authenticates to sentinels with a password of their own from sentinelPassword, and says so without the secret when it is missing or wrong', () =>
+    withOwnSet({ password: 'S3cret-srv', sentinelPassword: 'S3cret-snt' }, async (own) => {
+      expect(own.url).toMatch(/&sentinelPassword=S3cret-snt$/)
+      await roundTrip(own, own.url, 'sentinel-own-auth')
+      // the servers' password alone does not open the sentinels; a wrong sentinel password neither
+      for (const url of [own.url.replace(/&sentinelPassword=[^&]*/, ''), own.url.replace('sentinelPassword=S3cret-snt', 'sentinelPassword=wr0ng-pw')]) {
+        const adapter = new BaileysRedisAdapter({ url, timeoutMs: TIMEOUT_MS })
+        const err = await adapter.connect().then(() => null, (e) => e)
+        await adapter.disconnect().catch(() => {})
+        expect(err).toMatchObject({ code: expect.stringMatching(/^ERR_(REDIS|TIMEOUT)$/) })
+        expect(err.message).not.toMatch(/S3cret|wr0ng/)
+      }
+    }))
+
+  it("gives sentinels that share the servers' password that password when the URL names no sentinelPassword", () =>
+    withOwnSet({ password: 'S3cret-both', sentinelPassword: 'S3cret-both' }, async (own) => {
+      const url = own.url.replace(/&sentinelPassword=[^&]*/, '')
+      expect(url).not.toMatch(/sentinelPassword/)
+      await roundTrip(own, url, 'sentinel-shared-auth')
+    }))
 
   it('loses no acknowledged write across SENTINEL FAILOVER, follows the new master, and every call settles typed', async () => {
     const store = open(set.url)

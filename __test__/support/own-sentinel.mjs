@@ -2,7 +2,8 @@
 // monitoring them as `mymaster`, every process a redis-server child on free loopback ports, config
 // and data in a temporary folder removed by stop(). `url` is the store's URL form:
 // redis-sentinel://host:port/0?sentinelServiceName=mymaster&node=host:port&node=host:port (the
-// host and every `node` are sentinels; `:password@` authenticates to the master and replica).
+// host and every `node` are sentinels; `:password@` authenticates to the master and replica; with a
+// `sentinelPassword` of their own the sentinels require it, and `url` carries it as sentinelPassword=).
 // cli(port, ...args) runs redis-cli on any of them (with the password where needed).
 // sentinelFailover() runs SENTINEL FAILOVER and waits until every sentinel names the new master
 // and the old one follows it.
@@ -18,9 +19,12 @@ const SENTINELS = 3
 const QUORUM = 2
 
 export class OwnSentinel {
-  /** `password`: the master and replica require it (the sentinels do not: the usual setup). */
-  static start({ password = null } = {}) {
-    return startedOrStopped(new OwnSentinel(), password)
+  /**
+   * `password`: the master and replica require it. `sentinelPassword`: the sentinels require it
+   * (without one they require nothing, the usual setup).
+   */
+  static start({ password = null, sentinelPassword = null } = {}) {
+    return startedOrStopped(new OwnSentinel(), { password, sentinelPassword })
   }
 
   constructor() {
@@ -29,11 +33,14 @@ export class OwnSentinel {
     this.name = NAME
   }
 
-  async _start(password) {
+  async _start({ password, sentinelPassword }) {
     this.password = password
     const auth = password ? ['--requirepass', password, '--masterauth', password] : []
-    const cli = (port, ...args) => redisCli(port, ...(password && this.dataPorts.includes(port) ? ['--no-auth-warning', '-a', password] : []), ...args)
+    const as = (pw) => (pw ? ['--no-auth-warning', '-a', pw] : [])
+    const cli = (port, ...args) => redisCli(port, ...as(this.dataPorts.includes(port) ? password : this.sentinelPorts.includes(port) ? sentinelPassword : null), ...args)
     this.cli = cli
+    const sentinelCli = (port, ...args) => redisCli(port, ...as(sentinelPassword), ...args)
+    this.sentinelCli = sentinelCli
     const ports = new Set()
     while (ports.size < 2 + SENTINELS) ports.add(await freePort())
     const [master, replica, ...sentinels] = [...ports]
@@ -57,6 +64,8 @@ export class OwnSentinel {
           `dir ${join(this.dir, name)}`,
           `sentinel monitor ${NAME} ${HOST} ${master} ${QUORUM}`,
           ...(password ? [`sentinel auth-pass ${NAME} ${password}`] : []),
+          // the sentinels' own password, and the one they give each other
+          ...(sentinelPassword ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`] : []),
           `sentinel down-after-milliseconds ${NAME} 1000`,
           `sentinel failover-timeout ${NAME} 10000`,
           `sentinel parallel-syncs ${NAME} 1`,
@@ -69,8 +78,8 @@ export class OwnSentinel {
     // every sentinel knows the replica and the other sentinels (so all of them follow a failover)
     await until(async () => {
       for (const port of sentinels) {
-        if (!(await redisCli(port, 'sentinel', 'replicas', NAME)).includes(String(replica))) return false
-        const others = (await redisCli(port, 'sentinel', 'sentinels', NAME)).split('\n').filter((l) => l === 'name').length
+        if (!(await sentinelCli(port, 'sentinel', 'replicas', NAME)).includes(String(replica))) return false
+        const others = (await sentinelCli(port, 'sentinel', 'sentinels', NAME)).split('\n').filter((l) => l === 'name').length
         if (others !== SENTINELS - 1) return false
       }
       return true
@@ -78,14 +87,14 @@ export class OwnSentinel {
     this.url = `redis-sentinel://${password ? `:${encodeURIComponent(password)}@` : ''}${HOST}:${sentinels[0]}/0?sentinelServiceName=${NAME}&${sentinels
       .slice(1)
       .map((p) => `node=${HOST}:${p}`)
-      .join('&')}`
+      .join('&')}${sentinelPassword ? `&sentinelPassword=${encodeURIComponent(sentinelPassword)}` : ''}`
   }
 
   /** The port every sentinel names as the master, or null while they disagree. */
   async masterPort() {
     const seen = new Set()
     for (const port of this.sentinelPorts) {
-      const [, p] = (await redisCli(port, 'sentinel', 'get-master-addr-by-name', NAME)).trim().split('\n')
+      const [, p] = (await this.sentinelCli(port, 'sentinel', 'get-master-addr-by-name', NAME)).trim().split('\n')
       seen.add(Number(p))
     }
     return seen.size === 1 ? [...seen][0] : null
@@ -95,7 +104,7 @@ export class OwnSentinel {
   async sentinelFailover() {
     const from = await this.masterPort()
     const to = this.dataPorts.find((p) => p !== from)
-    const reply = (await redisCli(this.sentinelPorts[0], 'sentinel', 'failover', NAME)).trim()
+    const reply = (await this.sentinelCli(this.sentinelPorts[0], 'sentinel', 'failover', NAME)).trim()
     if (reply !== 'OK') throw new Error(`SENTINEL FAILOVER answered ${reply}`)
     await until(async () => {
       if ((await this.masterPort()) !== to) return false

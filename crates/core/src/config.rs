@@ -202,21 +202,6 @@ impl RedisOptions {
         if self.timeout.is_zero() {
             return Err(Error::Config("timeout must be greater than zero".into()));
         }
-        // fred reads these only with its `sentinel-auth` feature, which this build leaves out:
-        // refused rather than silently ignored
-        if let Some(query) = raw_query(&self.url) {
-            for pair in query.split('&') {
-                let name = pair.split('=').next().unwrap_or_default();
-                if name.eq_ignore_ascii_case("sentinelUsername")
-                    || name.eq_ignore_ascii_case("sentinelPassword")
-                {
-                    return Err(Error::Config(format!(
-                        "{name} is not supported: the user and password of a redis-sentinel:// URL \
-                         authenticate to the sentinels and to the servers they name"
-                    )));
-                }
-            }
-        }
         Ok(())
     }
 }
@@ -307,17 +292,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sentinel_credentials_in_the_query_are_refused_not_ignored() {
+    fn sentinel_credentials_in_the_query_are_accepted() {
         for url in [
             "redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=s3cret",
             "redis-sentinel://h:26379/0?sentinelUsername=u&sentinelServiceName=m",
+            "redis-sentinel://:p@h:26379/0?sentinelServiceName=m&node=h2:26379",
         ] {
-            let err = RedisOptions::new(url).validate().unwrap_err();
-            assert_eq!(err.code(), "ERR_CONFIG", "{url}");
-            assert!(!err.to_string().contains("s3cret"), "{err}");
+            assert!(RedisOptions::new(url).validate().is_ok(), "{url}");
         }
-        let ok = "redis-sentinel://:p@h:26379/0?sentinelServiceName=m&node=h2:26379";
-        assert!(RedisOptions::new(ok).validate().is_ok());
     }
 
     #[test]

@@ -473,13 +473,30 @@ fn meta_of(v: fred::types::Value) -> Result<Meta> {
     Ok(Meta { ver, gen })
 }
 
+/// With no `sentinelUsername` / `sentinelPassword`, the sentinels get the URL's own user and
+/// password, as they do without fred's `sentinel-auth` feature: sentinels that share the
+/// servers' password (a common deployment) and sentinels without one (which accept it) both keep
+/// working; sentinels with a password of their own take it from `sentinelPassword`.
+fn sentinels_default_to_server_credentials(config: &mut Config) {
+    if let fred::types::config::ServerConfig::Sentinel {
+        username, password, ..
+    } = &mut config.server
+    {
+        if username.is_none() && password.is_none() {
+            username.clone_from(&config.username);
+            password.clone_from(&config.password);
+        }
+    }
+}
+
 impl RedisTier {
     /// Connects and checks the server answers.
     pub async fn connect(opts: RedisOptions) -> Result<Arc<Self>> {
         opts.validate()?;
         let secrets = url_secrets(&opts.url);
-        let config = Config::from_url(&opts.url)
+        let mut config = Config::from_url(&opts.url)
             .map_err(|e| Error::Config(scrub(format!("invalid redis url: {e}"), &secrets)))?;
+        sentinels_default_to_server_credentials(&mut config);
         let timeout = opts.timeout;
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -1439,5 +1456,38 @@ impl RedisTier {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::types::config::ServerConfig;
+
+    fn sentinel_credentials(url: &str) -> (Option<String>, Option<String>) {
+        let mut config = Config::from_url(url).unwrap();
+        sentinels_default_to_server_credentials(&mut config);
+        match config.server {
+            ServerConfig::Sentinel {
+                username, password, ..
+            } => (username, password),
+            _ => panic!("not a sentinel config: {url}"),
+        }
+    }
+
+    #[test]
+    fn sentinels_get_their_own_credentials_else_the_servers() {
+        let own = "redis-sentinel://u:srv@h:26379/0?sentinelServiceName=m&sentinelUsername=su&sentinelPassword=sp";
+        assert_eq!(
+            sentinel_credentials(own),
+            (Some("su".into()), Some("sp".into()))
+        );
+        let shared = "redis-sentinel://u:srv@h:26379/0?sentinelServiceName=m";
+        assert_eq!(
+            sentinel_credentials(shared),
+            (Some("u".into()), Some("srv".into()))
+        );
+        let none = "redis-sentinel://h:26379/0?sentinelServiceName=m";
+        assert_eq!(sentinel_credentials(none), (None, None));
     }
 }
