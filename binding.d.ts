@@ -21,9 +21,8 @@ export declare class NativeAuthStore {
   getKeys(sessionId: string, kind: string, ids: Array<string>): Promise<Buffer>
   /**
    * The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
-   * call, cheaper than an async one when the answer is in memory).
-   * Packed as `getKeys` packs them (a little-endian u32 per id: the length, bit 31 set when the
-   * value needs the reviver; then the values).
+   * call, cheaper than an async one when the answer is in memory), packed as `getKeys` packs
+   * them.
    */
   getKeysCached(sessionId: string, kind: string, ids: Array<string>): Buffer | null
   /**

@@ -54,7 +54,9 @@ export interface AuthenticationState {
 export interface RedisOptions {
   /**
    * `redis://`, `rediss://`, `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`
-   * (TLS: `rediss-cluster://`, `rediss-sentinel://`); any other scheme is ERR_CONFIG.
+   * (TLS: `rediss-cluster://`, `rediss-sentinel://`); any other scheme is ERR_CONFIG. A sentinel
+   * URL's `user:pass` authenticates to the servers, and to the sentinels unless
+   * `&sentinelPassword=…` (and `&sentinelUsername=…`) give them credentials of their own.
    */
   url?: string
   host?: string

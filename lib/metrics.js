@@ -65,6 +65,7 @@ class StoreMetrics {
     this.registry = new client.Registry()
     const registers = [this.registry]
     this._duration = new client.Histogram({ name: 'wa_auth_operation_duration_seconds', help: 'Time from a call to its answer, by operation (reads and durable writes included)', labelNames: ['op'], buckets: BUCKETS, registers })
+    this._timers = new Map() // op -> the histogram's child for that label
     this._bytes = new client.Counter({ name: 'wa_auth_written_bytes_total', help: 'Value bytes handed to the store to write (creds and keys, before compaction)', registers })
     this._records = new client.Counter({ name: 'wa_auth_written_records_total', help: 'Records written or deleted', registers })
     this._queued = new client.Gauge({ name: 'wa_auth_queued_writes', help: 'Writes accepted and not yet answered', registers })
@@ -143,26 +144,20 @@ class StoreMetrics {
    * read and write.
    */
   time(op, fn) {
-    const observe = (this._observers ??= new Map()).get(op) ?? this._observer(op)
+    let timer = this._timers.get(op)
+    if (!timer) this._timers.set(op, (timer = this._duration.labels({ op })))
     const start = performance.now()
     return settled(fn).then(
       (value) => {
-        observe((performance.now() - start) / 1000)
+        timer.observe((performance.now() - start) / 1000)
         return value
       },
       (err) => {
-        observe((performance.now() - start) / 1000)
+        timer.observe((performance.now() - start) / 1000)
         this._errors.inc({ code: typeof err?.code === 'string' ? err.code : 'ERR_UNEXPECTED' })
         throw err
       },
     )
-  }
-
-  _observer(op) {
-    const child = this._duration.labels({ op })
-    const observe = (seconds) => child.observe(seconds)
-    this._observers.set(op, observe)
-    return observe
   }
 
   /** A write of `records` records and `bytes` value bytes, counted queued while it is in flight. */

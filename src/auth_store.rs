@@ -304,9 +304,8 @@ impl NativeAuthStore {
     }
 
     /// The values of `ids` if every one is in the in-process cache, else `null` (no I/O; a sync
-    /// call, cheaper than an async one when the answer is in memory).
-    /// Packed as `getKeys` packs them (a little-endian u32 per id: the length, bit 31 set when the
-    /// value needs the reviver; then the values).
+    /// call, cheaper than an async one when the answer is in memory), packed as `getKeys` packs
+    /// them.
     #[napi]
     pub fn get_keys_cached(
         &self,
