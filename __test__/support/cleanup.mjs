@@ -7,9 +7,10 @@ import pg from 'pg'
 import mysql from 'mysql2/promise'
 
 // this run's sessions (the forks inherit WA_TEST_RUN from setup), and those cargo's tests left
-// (`npm test` runs them just before): never another run's
+// (`npm test` runs them just before): never another run's. WA_TEST_CLEAN_RUST=0 leaves cargo's
+// alone, for a vitest run beside a `cargo test` that is still using them.
 const RUN = `${process.pid}${Date.now().toString(36)}`
-const prefixes = () => [`wa-test-js-${process.env.WA_TEST_RUN}-`, 'wa-test-rs-']
+const prefixes = () => [`wa-test-js-${process.env.WA_TEST_RUN}-`, ...(process.env.WA_TEST_CLEAN_RUST === '0' ? [] : ['wa-test-rs-'])]
 const TABLES = ['wa_auth_keys', 'wa_auth_sessions', 'wa_auth_leases']
 // the MikroORM plug-in's tables and the benchmark's community baseline (PostgreSQL only;
 // elsewhere the DELETE fails and is ignored)

@@ -152,3 +152,20 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::Error> {
         .await;
     result.and(released.map(|_| ()))
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn mysql_sockets_have_nodelay_before_the_handshake() {
+        let connect = |port: u16| async move {
+            let mut opts =
+                crate::config::SqlOptions::new(format!("mysql://u:p@127.0.0.1:{port}/db"));
+            opts.timeout = std::time::Duration::from_millis(500);
+            // the test server hangs up: the connect fails, which is all it has to do here
+            let _ = super::connect(&opts).await;
+        };
+        assert!(super::super::nodelay::testing::nodelay_before_handshake(
+            connect, false
+        ));
+    }
+}

@@ -168,7 +168,7 @@ mod tests {
     use super::*;
 
     /// `TCP_NODELAY` of each socket of this process whose peer is `port`.
-    fn nodelay_towards(port: u16) -> Vec<bool> {
+    pub(super) fn nodelay_towards(port: u16) -> Vec<bool> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
             let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
@@ -219,11 +219,22 @@ mod tests {
         let plain = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
         assert!(!plain.nodelay().unwrap());
     }
+}
+
+/// What the dialects' tests use to check their sockets get `TCP_NODELAY` early.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod testing {
+    use super::tests::nodelay_towards;
 
     /// A server that, once the client's first message arrives (PostgreSQL's SSLRequest) or at
     /// once (MySQL: the server speaks first), reports whether the client's socket has
-    /// `TCP_NODELAY`, then hangs up: the handshake has not begun yet.
-    fn nodelay_before_handshake(url: impl Fn(u16) -> String, client_speaks_first: bool) -> bool {
+    /// `TCP_NODELAY`, then hangs up: the handshake has not begun yet. `connect` is the
+    /// dialect's connect towards the port it is given (its tests call this).
+    pub(crate) fn nodelay_before_handshake<F, Fut>(connect: F, client_speaks_first: bool) -> bool
+    where
+        F: FnOnce(u16) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -236,41 +247,16 @@ mod tests {
             }
             nodelay_towards(port)
         });
-        let mut opts = crate::config::SqlOptions::new(url(port));
-        opts.timeout = std::time::Duration::from_millis(500);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = async {
-                if client_speaks_first {
-                    super::super::postgres::connect(&opts).await.map(drop)
-                } else {
-                    super::super::mysql::connect(&opts).await.map(drop)
-                }
-            };
             // the server hangs up: the connect fails, which is all it has to do here
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), connect(port)).await;
         });
         let seen = server.join().unwrap();
         assert_eq!(seen.len(), 1, "{seen:?}");
         seen[0]
-    }
-
-    #[test]
-    fn postgres_sockets_have_nodelay_before_the_tls_handshake() {
-        assert!(nodelay_before_handshake(
-            |port| format!("postgres://u@127.0.0.1:{port}/db"),
-            true
-        ));
-    }
-
-    #[test]
-    fn mysql_sockets_have_nodelay_before_the_handshake() {
-        assert!(nodelay_before_handshake(
-            |port| format!("mysql://u:p@127.0.0.1:{port}/db"),
-            false
-        ));
     }
 }

@@ -558,3 +558,20 @@ pub(super) async fn list_ids(
     .fetch_all(pool)
     .await
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn postgres_sockets_have_nodelay_before_the_tls_handshake() {
+        let connect = |port: u16| async move {
+            let mut opts =
+                crate::config::SqlOptions::new(format!("postgres://u@127.0.0.1:{port}/db"));
+            opts.timeout = std::time::Duration::from_millis(500);
+            // the test server hangs up: the connect fails, which is all it has to do here
+            let _ = super::connect(&opts).await;
+        };
+        assert!(super::super::nodelay::testing::nodelay_before_handshake(
+            connect, true
+        ));
+    }
+}
