@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::model::SessionId;
+use crate::redis::RedisTier;
 use crate::sql::LeaseRequest;
-use crate::store::AuthStore;
+use crate::sql::SqlStore;
 
 /// What an acquirer asks for.
 #[derive(Clone, Debug)]
@@ -102,6 +104,22 @@ impl Leases {
     }
 }
 
+/// What a lease change asks of the store: forget what it holds of a session (its cache, what it
+/// knew of the session's Redis copy), since another holder may have written meanwhile.
+pub(crate) trait Forget: Sync {
+    fn forget(&self, sid: &SessionId);
+}
+
+/// The tiers a lease lives in, and where its changes are told.
+pub(crate) struct LeaseTiers<'a> {
+    pub redis: Option<&'a RedisTier>,
+    pub sql: Option<&'a SqlStore>,
+    pub events: &'a Events,
+    pub forget: &'a dyn Forget,
+    /// Leases are on for the store (`lease: false` turns every fence off).
+    pub leases_on: bool,
+}
+
 fn token() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -120,29 +138,24 @@ pub(crate) fn locked(msg: impl Into<String>) -> Error {
     Error::SessionLocked(msg.into())
 }
 
-impl AuthStore {
+impl Leases {
     /// Takes the session's lease, or says who holds it.
-    pub async fn acquire_lease(
+    pub async fn acquire(
         &self,
+        cx: &LeaseTiers<'_>,
         sid: &SessionId,
         opts: &LeaseOptions,
     ) -> Result<LeaseOutcome> {
-        self.check_open()?;
         if opts.ttl < Duration::from_millis(100) {
             return Err(Error::invalid("a lease ttl must be at least 100 ms"));
         }
         if opts.holder.is_empty() || opts.holder.len() > 255 {
             return Err(Error::invalid("a lease holder id must be 1 to 255 bytes"));
         }
-        let mine = self
-            .leases()
-            .held
-            .lock()
-            .get(&**sid)
-            .map(|h| h.token.clone());
+        let mine = self.held.lock().get(&**sid).map(|h| h.token.clone());
         let token = mine.unwrap_or_else(token);
         let started = Instant::now();
-        let info = match (self.redis(), self.sql()) {
+        let info = match (cx.redis, cx.sql) {
             (Some(redis), sql) => {
                 let min_epoch = match sql {
                     Some(sql) => sql.session_epoch(sid).await?,
@@ -202,7 +215,7 @@ impl AuthStore {
             return Ok(LeaseOutcome::Held(info));
         }
         let fresh = {
-            let mut held = self.leases().held.lock();
+            let mut held = self.held.lock();
             let fresh = held
                 .get(&**sid)
                 .is_none_or(|h| h.epoch != info.epoch || h.lost);
@@ -221,17 +234,15 @@ impl AuthStore {
         };
         if fresh {
             // another holder may have written since: read every tier afresh
-            self.forget_session(sid);
+            cx.forget.forget(sid);
         }
         Ok(LeaseOutcome::Acquired(info))
     }
 
     /// Extends this store's lease of the session. `false`: it was lost (another holder took
     /// over, or it was forced away); the session then leaves the cache.
-    pub async fn renew_lease(&self, sid: &SessionId) -> Result<bool> {
-        self.check_open()?;
+    pub async fn renew(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<bool> {
         let Some((token, holder, epoch, ttl, lost)) = self
-            .leases()
             .held
             .lock()
             .get(&**sid)
@@ -243,31 +254,31 @@ impl AuthStore {
             return Ok(false);
         }
         let started = Instant::now();
-        let kept = match (self.redis(), self.sql()) {
+        let kept = match (cx.redis, cx.sql) {
             (Some(redis), _) => redis.renew_lease(sid, &token, &holder, ttl, epoch).await?,
             (None, Some(sql)) => sql.lease_renew(sid, &token, ttl.as_millis() as i64).await?,
             (None, None) => false,
         };
         if kept {
-            if let Some(h) = self.leases().held.lock().get_mut(&**sid) {
+            if let Some(h) = self.held.lock().get_mut(&**sid) {
                 h.renewed = started;
             }
         } else {
-            self.lease_lost(sid);
+            self.lost(cx, sid);
         }
         Ok(kept)
     }
 
     /// Gives the lease up (idempotent).
-    pub async fn release_lease(&self, sid: &SessionId) -> Result<()> {
-        let Some(h) = self.leases().held.lock().remove(&**sid) else {
+    pub async fn release(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<()> {
+        let Some(h) = self.held.lock().remove(&**sid) else {
             return Ok(());
         };
-        self.forget_session(sid);
+        cx.forget.forget(sid);
         if h.lost {
             return Ok(());
         }
-        match (self.redis(), self.sql()) {
+        match (cx.redis, cx.sql) {
             (Some(redis), _) => redis.release_lease(sid, &h.token).await,
             (None, Some(sql)) => sql.lease_release(sid, &h.token).await,
             (None, None) => Ok(()),
@@ -275,16 +286,18 @@ impl AuthStore {
     }
 
     /// Who holds the session's lease (`None`: nobody, or it expired), and the session's epoch.
-    pub async fn lease_state(&self, sid: &SessionId) -> Result<(Option<LeaseInfo>, u64)> {
-        self.check_open()?;
+    pub async fn state(
+        &self,
+        cx: &LeaseTiers<'_>,
+        sid: &SessionId,
+    ) -> Result<(Option<LeaseInfo>, u64)> {
         let mine = self
-            .leases()
             .held
             .lock()
             .get(&**sid)
             .filter(|h| !h.lost)
             .map(|h| h.epoch);
-        match (self.redis(), self.sql()) {
+        match (cx.redis, cx.sql) {
             (Some(redis), sql) => {
                 let (lease, ep) = redis.lease(sid).await?;
                 let sql_epoch = match sql {
@@ -316,21 +329,15 @@ impl AuthStore {
         }
     }
 
-    /// Whether this store holds the session's lease.
-    pub fn holds_lease(&self, sid: &SessionId) -> bool {
-        self.leases().holds(sid)
-    }
-
     /// The epoch a write or clear of `sid` carries (see the module docs).
-    pub(crate) async fn fence(&self, sid: &SessionId, force: bool) -> Result<Fence> {
-        if !self.leases_on() {
+    pub async fn fence(&self, cx: &LeaseTiers<'_>, sid: &SessionId, force: bool) -> Result<Fence> {
+        if !cx.leases_on {
             return Ok(Fence {
                 epoch: None,
                 release: false,
             });
         }
         let held = self
-            .leases()
             .held
             .lock()
             .get(&**sid)
@@ -341,7 +348,7 @@ impl AuthStore {
             )),
             Some((epoch, false, expired)) => {
                 // paused past the lease (GC, SIGSTOP)? make sure it is still ours first
-                if expired && !self.renew_lease(sid).await? {
+                if expired && !self.renew(cx, sid).await? {
                     return Err(locked(
                         "this process's lease of the session expired and another process took it (close this socket)",
                     ));
@@ -352,7 +359,7 @@ impl AuthStore {
                 })
             }
             _ => {
-                let (info, epoch) = self.lease_state(sid).await?;
+                let (info, epoch) = self.state(cx, sid).await?;
                 match info {
                     Some(i) if i.expires_in_ms > 0 && !i.mine => {
                         if !force {
@@ -369,7 +376,7 @@ impl AuthStore {
                             holder: "wa-auth-store force".into(),
                             force: true,
                         };
-                        match self.acquire_lease(sid, &opts).await? {
+                        match Box::pin(self.acquire(cx, sid, &opts)).await? {
                             LeaseOutcome::Acquired(i) => Ok(Fence {
                                 epoch: Some(i.epoch),
                                 release: true,
@@ -386,11 +393,11 @@ impl AuthStore {
         }
     }
 
-    /// The lease was lost: forget what the cache holds of the session, tell the logger.
-    pub(crate) fn lease_lost(&self, sid: &SessionId) {
-        if self.leases().lose(sid) {
-            self.forget_session(sid);
-            self.events().warn(
+    /// The lease was lost: the store forgets what it holds of the session, the logger is told.
+    pub fn lost(&self, cx: &LeaseTiers<'_>, sid: &SessionId) {
+        if self.lose(sid) {
+            cx.forget.forget(sid);
+            cx.events.warn(
                 "ERR_SESSION_LOCKED",
                 "this process lost a session's lease to another process; its writes to it are refused",
             );
