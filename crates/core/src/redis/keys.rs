@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn record_names_keep_type_and_id_apart() {
         // types hold no control character and ids no NUL (crate::ident), so the first NUL splits
-        assert_eq!(record_name("a:b", "c\u{1}").split_once('\0'), Some(("a%3Ab", "c\u{1}")));
+        assert_eq!(
+            record_name("a:b", "c\u{1}").split_once('\0'),
+            Some(("a%3Ab", "c\u{1}"))
+        );
         assert_eq!(record_name("pre-key", "7"), "pre-key\u{0}7");
         assert!(!record_name("x", "y").starts_with('\0'));
         assert!(CREDS_RECORD.starts_with('\0') && NOSQL_RECORD.starts_with('\0'));
