@@ -121,6 +121,9 @@ export declare class SqlConnection {
   get closed(): boolean
 }
 
+/** The shortest lease ttl in milliseconds (the facade validates `lease.ttlMs` against it). */
+export declare const LEASE_MIN_TTL_MS: number
+
 export interface MemoryManagerOptions {
   maxMemoryBytes?: number
   /** Percent of maxMemoryBytes above which eviction starts (default 80). */
@@ -272,6 +275,12 @@ export interface NativeWriteOptions {
   /** Write although another process holds the session's lease (fences it). */
   force?: boolean
 }
+
+/**
+ * Runs a rule of the durable tier for a persistence plug-in's driver (`lib/persistence/
+ * driver.js`): JSON in, JSON out (see `wa_auth_core::sql::rules_json`).
+ */
+export declare function persistenceRule(name: string, input: string): string
 
 export interface PluginConnectOptions {
   /** Deadline of one operation in milliseconds (default 5000). */

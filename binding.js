@@ -839,3 +839,5 @@ module.exports.NativeAuthStore = nativeBinding.NativeAuthStore
 module.exports.NativeMemoryManager = nativeBinding.NativeMemoryManager
 module.exports.RedisConnection = nativeBinding.RedisConnection
 module.exports.SqlConnection = nativeBinding.SqlConnection
+module.exports.LEASE_MIN_TTL_MS = nativeBinding.LEASE_MIN_TTL_MS
+module.exports.persistenceRule = nativeBinding.persistenceRule

@@ -233,12 +233,13 @@ for (const backend of backends) {
       const s = sid('fence')
       const other = sid('fence-other')
       await call(commitReq(s, 1, { creds: 'c1', keys: [['pre-key', '1', 'one']] }))
-      expect(await call({ op: 'raiseEpoch', sid: s, epoch: 3 })).toBe(null)
+      expect(await call({ op: 'raiseEpoch', sid: s, epoch: 3 })).toBe(true)
       expect(await call({ op: 'sessionEpoch', sid: s })).toBe(3)
       await call({ op: 'raiseEpoch', sid: s, epoch: 2 })
       expect(await call({ op: 'sessionEpoch', sid: s })).toBe(3)
       // one group with a fenced session and a free one
       const group = commitReq(s, 2, { creds: 'c2', keys: [['pre-key', '1', 'two']], fence: 2 })
+      await call({ op: 'allocateEpoch', sid: other, floor: 0, seal: false })
       const free = commitReq(other, 2, { keys: [['pre-key', '1', 'free']], fence: 0 })
       const req = { op: 'commit', sessions: [...group.sessions, ...free.sessions], keys: [...group.keys, ...free.keys], fences: [...group.fences, ...free.fences] }
       expect(await call(req)).toEqual({ fenced: [s] })
@@ -262,48 +263,70 @@ for (const backend of backends) {
       expect(await call({ op: 'listIds', sid: s, type: 'pre-key' })).toEqual(['1', '2'])
       expect(await call({ op: 'clear', sid: s, version: 6, keepCreds: true, epoch: 3 })).toBe(true)
       expect(await call({ op: 'listIds', sid: s, type: 'pre-key' })).toEqual([])
-      // raiseEpoch on a session nobody wrote creates its row (no creds, versions 0)
+      // raiseEpoch only raises the fence of a session that has a row (an epoch handed out
+      // made it); allocateEpoch hands one out (above every epoch seen) and creates the row
       const fresh = sid('fence-fresh')
+      expect(await call({ op: 'raiseEpoch', sid: fresh, epoch: 4 })).toBe(false)
+      expect(await p.getSession(fresh)).toBe(null)
       tick()
-      await call({ op: 'raiseEpoch', sid: fresh, epoch: 4 })
-      expect(await p.getSession(fresh)).toEqual({ creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 4, createdAt: clock.now, updatedAt: clock.now })
-      expect(await call(commitReq(fresh, 1, { keys: [['pre-key', '1', 'x']], fence: 3 }))).toEqual({ fenced: [fresh] })
+      // a new session's epochs start above the floor purges left (shared databases have one)
+      const first = await call({ op: 'allocateEpoch', sid: fresh, floor: 0, seal: false })
+      const base = first.epoch - 1
+      expect(first).toEqual({ epoch: base + 1, sealed: false })
+      expect(await p.getSession(fresh)).toEqual({ creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 0, epochSeq: base + 1, sealed: 0, createdAt: clock.now, updatedAt: clock.now })
+      expect(await call({ op: 'allocateEpoch', sid: fresh, floor: base + 6, seal: true })).toEqual({ epoch: base + 7, sealed: false })
+      expect(await call({ op: 'allocateEpoch', sid: fresh, floor: 0, seal: false })).toEqual({ epoch: base + 8, sealed: true })
+      expect(await call({ op: 'raiseEpoch', sid: fresh, epoch: base + 8 })).toBe(true)
+      expect(await call(commitReq(fresh, 1, { keys: [['pre-key', '1', 'x']], fence: base + 7 }))).toEqual({ fenced: [fresh] })
+      expect(await call(commitReq(fresh, 1, { keys: [['pre-key', '1', 'x']], fence: base + 8 }))).toEqual({ fenced: [] })
+      // a fenced write to a session without a row (purged) is fenced too
+      const gone = sid('fence-gone')
+      expect(await call(commitReq(gone, 1, { keys: [['pre-key', '1', 'x']], fence: 1 }))).toEqual({ fenced: [gone] })
+      expect(await p.getSession(gone)).toBe(null)
     })
 
-    it('leases: new, renewed by the same token, refused while another holds it, taken when expired or forced', async () => {
+    it('leases: taken, kept by the same token, refused while another holds it, taken when lapsed or forced, claims and reacquisitions', async () => {
       const s = sid('lease')
-      const acquire = (token, { ttlMs = 1000, force = false } = {}) => call({ op: 'leaseAcquire', sid: s, token, holder: `holder-${token}`, ttlMs, force })
+      const take = (token, { ttlMs = 1000, mode = 'acquire', force = false, checkLive = true, since = 0, floor = 0, seal = false } = {}) =>
+        call({ op: 'leaseTake', sid: s, token, holder: `holder-${token}`, ttlMs, mode, force, checkLive, since, floor, seal })
       const t0 = tick()
-      expect(await acquire('A')).toEqual({ acquired: true, token: 'A', holder: 'holder-A', epoch: 1, expiresAt: t0 + 1000, acquiredAt: t0, now: t0 })
+      const first = await take('A')
+      // epochs start above the floor purges left (shared databases have one)
+      const b = first.epoch - 1
+      expect(first).toEqual({ taken: 'granted', epoch: b + 1, acquiredAt: t0, expiresAt: t0 + 1000, sealed: false, now: t0 })
       // the session row exists now and carries the epoch
-      expect(await p.getSession(s)).toMatchObject({ creds: null, version: 0, epoch: 1 })
-      // the same token again: same epoch, acquiredAt kept, expiry moved
+      expect(await p.getSession(s)).toMatchObject({ creds: null, version: 0, epoch: b + 1, epochSeq: b + 1 })
+      // the same token while it lives: same epoch, acquiredAt kept, expiry moved
       const t1 = tick(100)
-      expect(await acquire('A', { ttlMs: 2000 })).toEqual({ acquired: true, token: 'A', holder: 'holder-A', epoch: 1, expiresAt: t1 + 2000, acquiredAt: t0, now: t1 })
-      // another token while it lives: refused, told who holds it (not its token)
-      const t2 = tick(100)
-      expect(await acquire('B')).toEqual({ acquired: false, token: '', holder: 'holder-A', epoch: 1, expiresAt: t1 + 2000, acquiredAt: t0, now: t2 })
-      expect(await call({ op: 'leaseInfo', sid: s })).toEqual({ acquired: false, token: 'A', holder: 'holder-A', epoch: 1, expiresAt: t1 + 2000, acquiredAt: t0, now: t2 })
-      // renew: only the token that holds it
+      expect(await take('A', { ttlMs: 2000 })).toMatchObject({ taken: 'granted', epoch: b + 1, acquiredAt: t0, expiresAt: t1 + 2000 })
+      // another token while it lives: refused, told who holds it
+      tick(100)
+      expect(await take('B')).toMatchObject({ taken: 'held', lease: { holder: 'holder-A', epoch: b + 1, expiresAt: t1 + 2000 } })
+      expect(await take('B', { mode: 'claim' })).toMatchObject({ taken: 'held' })
+      const info = await call({ op: 'leaseInfo', sid: s })
+      expect(info).toMatchObject({ token: 'A', holder: 'holder-A', epoch: b + 1, expiresAt: t1 + 2000, acquiredAt: t0 })
+      // renew: only the token that holds it, only while it lives
       expect(await call({ op: 'leaseRenew', sid: s, token: 'B', ttlMs: 5000 })).toBe(false)
       const t3 = tick(100)
       expect(await call({ op: 'leaseRenew', sid: s, token: 'A', ttlMs: 500 })).toBe(true)
       expect((await call({ op: 'leaseInfo', sid: s })).expiresAt).toBe(t3 + 500)
-      // expired (expiresAt == now is not live): another token takes it at the next epoch
       clock.now = t3 + 500
-      const t4 = clock.now
-      expect(await acquire('B')).toEqual({ acquired: true, token: 'B', holder: 'holder-B', epoch: 2, expiresAt: t4 + 1000, acquiredAt: t4, now: t4 })
-      expect(await call({ op: 'sessionEpoch', sid: s })).toBe(2)
-      // the old holder's writes are fenced from now on
-      expect(await call(commitReq(s, 1, { keys: [['pre-key', '1', 'x']], fence: 1 }))).toEqual({ fenced: [s] })
-      // force takes a live lease, at the next epoch
-      const t5 = tick()
-      expect(await acquire('A', { force: true })).toMatchObject({ acquired: true, token: 'A', holder: 'holder-A', epoch: 3, acquiredAt: t5 })
-      // a session epoch above the lease's counts (raised by a writer with force elsewhere)
-      await call({ op: 'raiseEpoch', sid: s, epoch: 10 })
-      expect(await acquire('C', { force: true })).toMatchObject({ acquired: true, epoch: 11 })
-      await call({ op: 'raiseEpoch', sid: s, epoch: 15 })
-      expect(await acquire('C')).toMatchObject({ acquired: true, epoch: 15 }) // same token: no +1
+      expect(await call({ op: 'leaseRenew', sid: s, token: 'A', ttlMs: 500 })).toBe(false) // lapsed: never extended
+      // a lapsed holder takes it again under a new epoch while nobody took one meanwhile
+      expect(await take('A', { mode: 'reacquire', since: b + 1 })).toMatchObject({ taken: 'granted', epoch: b + 2 })
+      clock.now += 1000
+      // another token takes the lapsed lease at the next epoch; the old holder's writes are fenced
+      expect(await take('B')).toMatchObject({ taken: 'granted', epoch: b + 3 })
+      expect(await call(commitReq(s, 1, { keys: [['pre-key', '1', 'x']], fence: b + 2 }))).toEqual({ fenced: [s] })
+      // and its reacquisition is refused: another writer took an epoch since
+      expect(await take('A', { mode: 'reacquire', since: b + 2 })).toMatchObject({ taken: 'moved', epoch: b + 3 })
+      // force takes a live lease, at the next epoch; a forced claim ends it without taking one
+      expect(await take('A', { force: true })).toMatchObject({ taken: 'granted', epoch: b + 4 })
+      expect(await take('W', { mode: 'claim', force: true })).toMatchObject({ taken: 'granted', epoch: b + 5 })
+      expect(await call({ op: 'leaseInfo', sid: s })).toBe(null)
+      // an epoch handed out elsewhere counts
+      await call({ op: 'allocateEpoch', sid: s, floor: b + 9, seal: false })
+      expect(await take('C')).toMatchObject({ taken: 'granted', epoch: b + 11 })
       // release: only by its token
       expect(await call({ op: 'leaseRelease', sid: s, token: 'A' })).toBe(null)
       expect((await call({ op: 'leaseInfo', sid: s })).token).toBe('C')
@@ -311,24 +334,26 @@ for (const backend of backends) {
       expect(await call({ op: 'leaseInfo', sid: s })).toBe(null)
       expect(await call({ op: 'leaseRenew', sid: s, token: 'C', ttlMs: 1000 })).toBe(false)
       // after a release the next epoch still rises from the session's
-      expect(await acquire('D')).toMatchObject({ acquired: true, epoch: 16 })
-      expect(await call({ op: 'sessionEpoch', sid: s })).toBe(16)
-      // a refused acquire on a session nobody wrote leaves no row; renew and release neither
+      expect(await take('D')).toMatchObject({ taken: 'granted', epoch: b + 12 })
+      expect(await call({ op: 'sessionEpoch', sid: s })).toBe(b + 12)
+      // a refused take on a session nobody wrote leaves no row; renew and release neither
       const none = sid('lease-none')
       expect(await call({ op: 'leaseRenew', sid: none, token: 'x', ttlMs: 1000 })).toBe(false)
       await call({ op: 'leaseRelease', sid: none, token: 'x' })
+      expect(await p.getSession(none)).toBe(null)
+      expect(await call({ op: 'leaseTake', sid: none, token: 'x', holder: 'x', ttlMs: 1, mode: 'reacquire', force: false, checkLive: true, since: 1, floor: 0, seal: false })).toMatchObject({ taken: 'moved' })
       expect(await p.getSession(none)).toBe(null)
     })
 
     it('two acquirers racing on one session: exactly one gets it (through two instances)', async () => {
       for (let round = 0; round < 8; round++) {
         const s = sid(`lease-race-${round}`)
-        const req = (token) => ({ op: 'leaseAcquire', sid: s, token, holder: token, ttlMs: 10_000, force: false })
-        const [a, b] = await Promise.all(round % 2 ? [call(req('A')), call2(req('B'))] : [call2(req('B')), call(req('A'))])
-        expect([a.acquired, b.acquired].filter(Boolean)).toHaveLength(1)
-        const winner = a.acquired ? a : b
-        expect(winner.epoch).toBe(1)
-        expect((await call({ op: 'leaseInfo', sid: s })).token).toBe(winner.token)
+        const req = (token) => ({ op: 'leaseTake', sid: s, token, holder: token, ttlMs: 10_000, mode: 'acquire', force: false, checkLive: true, since: 0, floor: 0, seal: false })
+        const [a, b] = round % 2 ? await Promise.all([call(req('A')), call2(req('B'))]) : (await Promise.all([call2(req('B')), call(req('A'))])).reverse()
+        const won = [a, b].filter((r) => r.taken === 'granted')
+        expect(won).toHaveLength(1)
+        expect(won[0].epoch).toBeGreaterThan(0)
+        expect((await call({ op: 'leaseInfo', sid: s })).token).toBe(a.taken === 'granted' ? 'A' : 'B')
       }
     })
 
@@ -352,10 +377,10 @@ for (const backend of backends) {
       expect(order).toEqual([...order].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))))
     })
 
-    it('purge removes the session row, its keys and its lease', async () => {
+    it('purge removes the session row, its keys and its lease, and keeps a paused holder fenced', async () => {
       const s = sid('purge')
       await call(commitReq(s, 1, { creds: 'c', keys: [['pre-key', '1', 'x'], ['pre-key', '2', null]] }))
-      await call({ op: 'leaseAcquire', sid: s, token: 't', holder: 'h', ttlMs: 60_000, force: false })
+      const taken = await call({ op: 'leaseTake', sid: s, token: 't', holder: 'h', ttlMs: 60_000, mode: 'acquire', force: false, checkLive: true, since: 0, floor: 0, seal: false })
       expect(await call({ op: 'purge', sid: s })).toBe(null)
       expect(await call({ op: 'getCreds', sid: s })).toBe(null)
       expect(await call({ op: 'sessionVersion', sid: s })).toBe(0)
@@ -363,7 +388,13 @@ for (const backend of backends) {
       expect(await call({ op: 'leaseInfo', sid: s })).toBe(null)
       expect(await p.listKeys(s)).toEqual([])
       expect(await p.getSession(s)).toBe(null)
-      expect((await call({ op: 'listSessions' })).some((r) => r.sid === s)).toBe(false)
+      expect((await call({ op: 'listSessions' })).some((r) => r.sid === s || r.sid.startsWith('\u0001'))).toBe(false)
+      // the old holder's writes stay fenced, before and after the session starts over
+      expect(await call(commitReq(s, 2, { keys: [['pre-key', '1', 'zombie']], fence: taken.epoch }))).toEqual({ fenced: [s] })
+      const next = await call({ op: 'allocateEpoch', sid: s, floor: 0, seal: false })
+      expect(next.epoch).toBeGreaterThan(taken.epoch)
+      await call({ op: 'raiseEpoch', sid: s, epoch: next.epoch })
+      expect(await call(commitReq(s, 2, { keys: [['pre-key', '1', 'zombie']], fence: taken.epoch }))).toEqual({ fenced: [s] })
       // a purged session starts over: old versions are accepted again
       await call(commitReq(s, 1, { creds: 'again' }))
       expect(await call({ op: 'getCreds', sid: s })).toEqual({ value: b64('again'), version: 1 })
@@ -502,7 +533,7 @@ describe('PersistenceDriver requests', () => {
     ['a key of a session not in sessions', JSON.stringify({ ...commitReq(sid, 1), keys: [{ sid: 'other', type: 't', id: 'i', value: null, version: 1 }] }), /names session 'other', which is not in sessions/],
     ['a session listed twice', JSON.stringify({ ...commitReq(sid, 1), sessions: [...commitReq(sid, 1).sessions, ...commitReq(sid, 2).sessions] }), /listed twice/],
     ['ids not an array', JSON.stringify({ op: 'getKeys', sid, type: 'pre-key', ids: 'x' }), /ids must be an array/],
-    ['a lease without force', JSON.stringify({ op: 'leaseAcquire', sid, token: 't', holder: 'h', ttlMs: 1 }), /force must be a boolean/],
+    ['a lease without force', JSON.stringify({ op: 'leaseTake', sid, token: 't', holder: 'h', ttlMs: 1, mode: 'acquire' }), /force must be a boolean/],
   ])('rejects %s with a clear Error', async (_, json, message) => {
     const err = await driver.handle(json).catch((e) => e)
     expect(err).toBeInstanceOf(Error)

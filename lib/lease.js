@@ -5,6 +5,7 @@
 // the bot when the lease is lost, so it can close its socket.
 
 const { hostname } = require('node:os')
+const { LEASE_MIN_TTL_MS } = require('../binding.js')
 const { WaAuthStoreError, call, invalid } = require('./errors.js')
 
 const DEFAULT_TTL_MS = 30_000
@@ -22,7 +23,7 @@ function leaseOptions(...layers) {
     )
   }
   const { ttlMs, waitMs, holderId, onLeaseLost } = out
-  if (!(Number.isFinite(ttlMs) && ttlMs >= 1000 && ttlMs <= 2 ** 31 - 1)) throw invalid('lease.ttlMs must be a number of milliseconds from 1000 to 2^31-1')
+  if (!(Number.isFinite(ttlMs) && ttlMs >= LEASE_MIN_TTL_MS && ttlMs <= 2 ** 31 - 1)) throw invalid(`lease.ttlMs must be a number of milliseconds from ${LEASE_MIN_TTL_MS} to 2^31-1`)
   if (!(Number.isFinite(waitMs) && waitMs >= 0 && waitMs <= 2 ** 31 - 1)) throw invalid('lease.waitMs must be a number of milliseconds >= 0')
   if (typeof holderId !== 'string' || holderId.length === 0 || Buffer.byteLength(holderId) > 255) throw invalid('lease.holderId must be a string of 1 to 255 bytes')
   if (onLeaseLost !== undefined && typeof onLeaseLost !== 'function') throw invalid('lease.onLeaseLost must be a function')

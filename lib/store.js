@@ -12,19 +12,7 @@ const { checkSessionId, checkType, isPlainObject, wellFormed } = require('./vali
 const { SessionLease, leaseOptions } = require('./lease.js')
 const { StoreMetrics } = require('./metrics.js')
 
-/** Key types Baileys writes, longest first, for parsing the seed's 'type-id' field names. */
-const KNOWN_TYPES = [
-  'app-state-sync-version',
-  'app-state-sync-key',
-  'sender-key-memory',
-  'identity-key',
-  'lid-mapping',
-  'device-list',
-  'sender-key',
-  'pre-key',
-  'session',
-  'tctoken',
-].sort((a, b) => b.length - a.length)
+const { KNOWN_TYPES } = require('./key-types.js')
 
 function parseField(field) {
   if (field && typeof field === 'object' && typeof field.type === 'string' && typeof field.id === 'string') {

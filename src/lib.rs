@@ -12,3 +12,17 @@ pub use auth_store::NativeAuthStore;
 pub use memory_manager::NativeMemoryManager;
 pub use redis_connection::RedisConnection;
 pub use sql_connection::SqlConnection;
+
+use napi_derive::napi;
+
+/// The shortest lease ttl in milliseconds (the facade validates `lease.ttlMs` against it).
+#[napi]
+pub const LEASE_MIN_TTL_MS: u32 = wa_auth_core::lease::MIN_TTL.as_millis() as u32;
+
+/// Runs a rule of the durable tier for a persistence plug-in's driver (`lib/persistence/
+/// driver.js`): JSON in, JSON out (see `wa_auth_core::sql::rules_json`).
+#[napi]
+pub fn persistence_rule(name: String, input: String) -> napi::Result<String> {
+    wa_auth_core::sql::rules_json::run(&name, &input)
+        .map_err(|e| napi::Error::from_reason(format!("ERR_DATABASE: {e}")))
+}

@@ -1,12 +1,13 @@
 'use strict'
 // PersistenceDriver: lets a JavaScript object stand in for the built-in SQL tier. The core calls
 // one function, `handle(requestJson)`, with a JSON request and awaits a JSON response (bytes as
-// base64 inside the JSON); this file turns that into calls on a user's `Persistence` object and
-// holds every rule the SQL tier enforces in its statements (crates/core/src/sql): versions that
-// only rise, creds replaced only by a newer creds version, tombstones, the cleared watermark,
-// fencing by lease epoch and the lease decision. An adapter only stores and returns rows; as
-// long as its transactions are atomic and serialised per session, the store keeps the
-// guarantees it has on SQL.
+// base64 inside the JSON); this file turns that into calls on a user's `Persistence` object. It
+// decides nothing itself: inside each transaction it reads the rows, asks the core's rules what
+// to write (`persistenceRule` of the binding: crates/core/src/sql/rules.rs, the same rules the
+// SQL tier applies: versions that only rise, creds replaced only by a newer creds version,
+// tombstones, the cleared watermark, fencing by epoch, the lease decision), and writes that. An
+// adapter only stores and returns rows; as long as its transactions are atomic and serialised per
+// session, the store keeps the guarantees it has on SQL.
 
 /**
  * A session's row. The driver writes every field; an adapter stores it as given and returns it
@@ -19,7 +20,9 @@
  * @property {number} credsVersion        the version that wrote `creds` (or deleted them)
  * @property {number} version             the highest version committed for the session
  * @property {number} clearedVersion      key rows below this version are dead (a clear)
- * @property {number} epoch               the highest lease epoch seen: older holders are fenced
+ * @property {number} epoch               the highest epoch that took the session: older writers are fenced
+ * @property {number} [epochSeq]          the highest epoch handed out (0 when the adapter does not keep it)
+ * @property {number} [sealed]            1 once a store with an encryption key took the session
  * @property {number} createdAt           epoch ms
  * @property {number} updatedAt           epoch ms
  */
@@ -107,6 +110,8 @@ const PARALLEL_SESSIONS = 4
 const MAX_MESSAGE = 1000
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
 const OWN = Symbol('wa-auth-store.persistence')
+/** Where store-wide settings live: key rows of a session no real id can name (ids hold no control characters). */
+const SETTINGS = '\u0001wa-auth-store:settings'
 
 function ownError(message) {
   const err = new Error(message)
@@ -195,6 +200,8 @@ function readSession(row, method) {
     version: count(row.version, at('version')),
     clearedVersion: count(row.clearedVersion, at('clearedVersion')),
     epoch: count(row.epoch, at('epoch')),
+    epochSeq: row.epochSeq === undefined || row.epochSeq === null ? 0 : count(row.epochSeq, at('epochSeq')),
+    sealed: row.sealed === undefined || row.sealed === null ? 0 : count(row.sealed, at('sealed')),
     createdAt: count(row.createdAt, at('createdAt')),
     updatedAt: count(row.updatedAt, at('updatedAt')),
   }
@@ -229,58 +236,42 @@ function readLease(row, method) {
   }
 }
 
-// ---- rules -----------------------------------------------------------------------------------
+// ---- rules: the core's, through the binding ---------------------------------------------------
 
-/** A session row as it is before anything is written: no creds, versions and epoch 0. */
-function emptySession(now) {
-  return { creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 0, createdAt: now, updatedAt: now }
+let native = null
+/** The core's rule `name` (crates/core/src/sql/rules_json.rs) on `input`. */
+function rule(name, input) {
+  native ??= require('../../binding.js')
+  return JSON.parse(native.persistenceRule(name, JSON.stringify(input)))
 }
 
-/**
- * The session row after an upsert of `w` ({ version, creds, credsVersion, cleared }): exactly
- * the SQL tier's ON CONFLICT clause. Creds are replaced only by a higher creds version, every
- * version rises to the max, the epoch and createdAt are kept.
- */
-function upsertSession(stored, w, now) {
-  if (!stored) {
-    return { creds: w.creds, credsVersion: w.credsVersion, version: w.version, clearedVersion: w.cleared, epoch: 0, createdAt: now, updatedAt: now }
-  }
+/** A session row as it is before anything is written: no creds, versions and epochs at `floor`. */
+function emptySession(now, floor = 0) {
+  return { creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 0, epochSeq: floor, sealed: 0, createdAt: now, updatedAt: now }
+}
+
+/** The session row after a commit or clear the rule allowed (`s`: its merged numbers). */
+function mergedSession(stored, incoming, s, now) {
+  const base = stored ?? emptySession(now)
   return {
-    ...stored,
-    creds: w.credsVersion > stored.credsVersion ? w.creds : stored.creds,
-    credsVersion: Math.max(stored.credsVersion, w.credsVersion),
-    version: Math.max(stored.version, w.version),
-    clearedVersion: Math.max(stored.clearedVersion, w.cleared),
+    ...base,
+    creds: s.credsFromIncoming ? incoming.creds : base.creds,
+    credsVersion: s.credsVersion,
+    version: s.version,
+    clearedVersion: s.clearedVersion,
     updatedAt: now,
   }
 }
 
-/** The lease decision of crates/core/src/sql/mod.rs `decide_lease`, unchanged. */
-function decideLease(req, current, sessionEpoch, now) {
-  if (current) {
-    const live = current.expiresAt > now
-    if (live && current.token !== req.token && !req.force) {
-      return { acquired: false, token: '', holder: current.holder, epoch: current.epoch, expiresAt: current.expiresAt, acquiredAt: current.acquiredAt, now }
-    }
-  }
-  const same = current !== null && current.token === req.token
-  const prior = current ? current.epoch : 0
-  const epoch = same ? Math.max(prior, sessionEpoch) : Math.max(prior, sessionEpoch) + 1
-  return {
-    acquired: true,
-    token: req.token,
-    holder: req.holder,
-    epoch,
-    expiresAt: now + req.ttlMs,
-    acquiredAt: same ? current.acquiredAt : now,
-    now,
-  }
+/** Which of `rows` are read (a value, at or above the cleared watermark). */
+function liveRows(rows, cleared) {
+  if (rows.length === 0) return rows
+  const has = (r) => ('size' in r ? r.size !== null : r.value !== null)
+  const live = rule('live', { cleared, rows: rows.map((r) => [has(r), r.version]) })
+  return rows.filter((_, i) => live[i])
 }
 
-/** Live: a value (not a tombstone) at or above the session's cleared watermark. */
-function live(row, cleared) {
-  return row.value !== null && row.version >= cleared
-}
+const leaseOf = (l) => (l ? { token: l.token, holder: l.holder, epoch: l.epoch, expiresAt: l.expiresAt, acquiredAt: l.acquiredAt } : null)
 
 /** Sorts by the strings' UTF-8 bytes (Unicode code point order, SQLite's BINARY collation). */
 function sortByBytes(items, keyOf) {
@@ -380,27 +371,49 @@ class PersistenceDriver {
   async commitSession(s, keys, fence, now) {
     return this.transaction('commit', s.sid, async (tx) => {
       const stored = readSession(await tx.getSession(), 'tx.getSession')
-      if (fence !== undefined && stored && stored.epoch > fence) return true
-      await tx.putSession({ sessionId: s.sid, ...upsertSession(stored, s, now) })
-      if (keys.length === 0) return false
       const method = 'tx.getKeys'
-      const found = rows(await tx.getKeys(keys.map((k) => ({ type: k.type, id: k.id }))), method)
       const existing = new Map()
-      for (const raw of found) {
-        const row = readKey(raw, method)
-        const key = keyOf(row.type, row.id)
-        const seen = existing.get(key)
-        if (!seen || seen.version < row.version) existing.set(key, row)
+      if (keys.length) {
+        for (const raw of rows(await tx.getKeys(keys.map((k) => ({ type: k.type, id: k.id }))), method)) {
+          const row = readKey(raw, method)
+          const key = keyOf(row.type, row.id)
+          const seen = existing.get(key)
+          if (!seen || seen.version < row.version) existing.set(key, row)
+        }
       }
-      const newer = keys
-        .filter((k) => {
-          const old = existing.get(keyOf(k.type, k.id))
-          return !old || old.version < k.version
-        })
-        .map((k) => ({ sessionId: s.sid, type: k.type, id: k.id, value: k.value, version: k.version, updatedAt: now }))
-      if (newer.length) await tx.putKeys(newer)
+      const plan = rule('commit', {
+        fence: fence ?? null,
+        stored,
+        incoming: { version: s.version, credsVersion: s.credsVersion, cleared: s.cleared },
+        storedKeys: keys.map((k) => existing.get(keyOf(k.type, k.id))?.version ?? null),
+        incomingKeys: keys.map((k) => k.version),
+      })
+      if (plan.fenced) return true
+      await tx.putSession({ sessionId: s.sid, ...mergedSession(stored, s, plan.session, now) })
+      const put = plan.putKeys.map((i) => keys[i]).map((k) => ({ sessionId: s.sid, type: k.type, id: k.id, value: k.value, version: k.version, updatedAt: now }))
+      if (put.length) await tx.putKeys(put)
       return false
     })
+  }
+
+  /** The session's settings row of `name` (a number), inside `tx` of the settings session. */
+  static async settingIn(tx, name) {
+    const found = rows(await tx.getKeys([{ type: 'setting', id: name }]), 'tx.getKeys')
+    return found.reduce((m, r) => Math.max(m, count(readKey(r, 'tx.getKeys').version, 'setting')), 0)
+  }
+
+  /** Raises a store-wide setting (kept as the version of a key row of the settings session). */
+  async raiseSetting(name, value, now) {
+    await this.transaction('raiseSetting', SETTINGS, async (tx) => {
+      const cur = await PersistenceDriver.settingIn(tx, name)
+      if (value <= cur) return
+      if (!readSession(await tx.getSession(), 'tx.getSession')) await tx.putSession({ sessionId: SETTINGS, ...emptySession(now) })
+      await tx.putKeys([{ sessionId: SETTINGS, type: 'setting', id: name, value: Buffer.alloc(0), version: value, updatedAt: now }])
+    })
+  }
+
+  async setting(name) {
+    return this.transaction('setting', SETTINGS, (tx) => PersistenceDriver.settingIn(tx, name))
   }
 
   async getSession(sid) {
@@ -453,14 +466,14 @@ const OPS = {
     const session = await this.getSession(sid)
     const cleared = session ? session.clearedVersion : 0
     const wanted = new Set(unique)
-    const out = new Map()
+    const newest = new Map()
     for (const raw of found) {
       const row = readKey({ type, ...raw }, method)
-      if (row.type !== type || !wanted.has(row.id) || !live(row, cleared)) continue
-      const seen = out.get(row.id)
-      if (!seen || seen.version < row.version) out.set(row.id, row)
+      if (row.type !== type || !wanted.has(row.id)) continue
+      const seen = newest.get(row.id)
+      if (!seen || seen.version < row.version) newest.set(row.id, row)
     }
-    return [...out.values()].map((r) => ({ id: r.id, value: r.value.toString('base64'), version: r.version }))
+    return liveRows([...newest.values()], cleared).map((r) => ({ id: r.id, value: r.value.toString('base64'), version: r.version }))
   },
 
   async commit(req) {
@@ -504,41 +517,69 @@ const OPS = {
     const now = this.now()
     return this.transaction('clear', sid, async (tx) => {
       const stored = readSession(await tx.getSession(), 'tx.getSession')
-      if (epoch !== null && stored && stored.epoch > epoch) return false
-      await tx.putSession({ sessionId: sid, ...upsertSession(stored, { version, creds: null, credsVersion: keepCreds ? 0 : version, cleared: version }, now) })
+      const incoming = { version, creds: null, credsVersion: keepCreds ? 0 : version, cleared: version }
+      const plan = rule('clear', { fence: epoch, stored, incoming })
+      if (plan.fenced) return false
+      await tx.putSession({ sessionId: sid, ...mergedSession(stored, incoming, plan.session, now) })
       await tx.deleteKeysBelow(version)
       return true
+    })
+  },
+
+  async allocateEpoch(req) {
+    const sid = sidField(req)
+    const floor = uintField(req, 'floor')
+    const seal = field(req, 'seal', (v) => typeof v === 'boolean', 'a boolean')
+    const now = this.now()
+    const purged = await this.setting('epoch_floor')
+    return this.transaction('allocateEpoch', sid, async (tx) => {
+      const stored = readSession(await tx.getSession(), 'tx.getSession') ?? emptySession(now, purged)
+      const epoch = rule('allocate', { epochs: { epoch: stored.epoch, seq: stored.epochSeq }, floor })
+      await tx.putSession({ sessionId: sid, ...stored, epochSeq: epoch, sealed: Math.max(stored.sealed, seal ? 1 : 0) })
+      return { epoch, sealed: stored.sealed > 0 }
     })
   },
 
   async raiseEpoch(req) {
     const sid = sidField(req)
     const epoch = uintField(req, 'epoch')
-    const now = this.now()
-    await this.transaction('raiseEpoch', sid, async (tx) => {
+    return this.transaction('raiseEpoch', sid, async (tx) => {
       const stored = readSession(await tx.getSession(), 'tx.getSession')
-      const row = stored ?? emptySession(now)
-      if (!stored || epoch > row.epoch) await tx.putSession({ sessionId: sid, ...row, epoch: Math.max(row.epoch, epoch) })
+      if (!stored) return false
+      if (epoch > stored.epoch || epoch > stored.epochSeq) {
+        await tx.putSession({ sessionId: sid, ...stored, epoch: Math.max(stored.epoch, epoch), epochSeq: Math.max(stored.epochSeq, epoch) })
+      }
+      return true
     })
-    return null
   },
 
-  async leaseAcquire(req) {
+  async leaseTake(req) {
     const sid = sidField(req)
-    const token = field(req, 'token', isString, 'a string')
-    const holder = field(req, 'holder', isString, 'a string')
-    const ttlMs = uintField(req, 'ttlMs')
-    const force = field(req, 'force', (v) => typeof v === 'boolean', 'a boolean')
+    const request = {
+      sid,
+      token: field(req, 'token', isString, 'a string'),
+      holder: field(req, 'holder', isString, 'a string'),
+      ttlMs: uintField(req, 'ttlMs'),
+      mode: field(req, 'mode', (v) => v === 'acquire' || v === 'claim' || v === 'reacquire', "'acquire', 'claim' or 'reacquire'"),
+      force: field(req, 'force', (v) => typeof v === 'boolean', 'a boolean'),
+      checkLive: field(req, 'checkLive', (v) => typeof v === 'boolean', 'a boolean'),
+      since: uintField(req, 'since'),
+      floor: uintField(req, 'floor'),
+      seal: field(req, 'seal', (v) => typeof v === 'boolean', 'a boolean'),
+    }
     const now = this.now()
-    return this.transaction('leaseAcquire', sid, async (tx) => {
-      const stored = readSession(await tx.getSession(), 'tx.getSession')
+    const purged = await this.setting('epoch_floor')
+    return this.transaction('leaseTake', sid, async (tx) => {
+      const found = readSession(await tx.getSession(), 'tx.getSession')
+      const stored = found ?? emptySession(now, purged)
       const current = readLease(await tx.getLease(), 'tx.getLease')
-      const row = decideLease({ token, holder, ttlMs, force }, current, stored ? stored.epoch : 0, now)
-      if (!row.acquired) return row
-      await tx.putLease({ sessionId: sid, token: row.token, holder: row.holder, epoch: row.epoch, expiresAt: row.expiresAt, acquiredAt: row.acquiredAt })
-      const session = stored ?? emptySession(now)
-      if (!stored || row.epoch > session.epoch) await tx.putSession({ sessionId: sid, ...session, epoch: Math.max(session.epoch, row.epoch) })
-      return row
+      const out = rule('take', { request, current: leaseOf(current), epochs: { epoch: stored.epoch, seq: stored.epochSeq }, missing: !found, now })
+      const sealed = stored.sealed > 0
+      if (out.taken !== 'granted') return { ...out, sealed, now }
+      if (out.lease.write === 'put') await tx.putLease({ sessionId: sid, ...out.lease.row })
+      else if (out.lease.write === 'delete') await tx.deleteLease()
+      await tx.putSession({ sessionId: sid, ...stored, epoch: out.epochs.epoch, epochSeq: out.epochs.seq, sealed: Math.max(stored.sealed, request.seal ? 1 : 0) })
+      return { taken: 'granted', epoch: out.epoch, acquiredAt: out.acquiredAt, expiresAt: out.expiresAt, sealed, now }
     })
   },
 
@@ -549,8 +590,9 @@ const OPS = {
     const now = this.now()
     return this.transaction('leaseRenew', sid, async (tx) => {
       const lease = readLease(await tx.getLease(), 'tx.getLease')
-      if (!lease || lease.token !== token) return false
-      await tx.putLease({ sessionId: sid, ...lease, expiresAt: now + ttlMs })
+      const expiresAt = rule('renew', { current: leaseOf(lease), token, ttlMs, now })
+      if (expiresAt === null) return false
+      await tx.putLease({ sessionId: sid, ...lease, expiresAt })
       return true
     })
   },
@@ -569,7 +611,7 @@ const OPS = {
     const sid = sidField(req)
     const now = this.now()
     const lease = await this.transaction('leaseInfo', sid, async (tx) => readLease(await tx.getLease(), 'tx.getLease'))
-    return lease ? { acquired: false, ...lease, now } : null
+    return lease ? { ...lease, now } : null
   },
 
   async summary(req) {
@@ -578,8 +620,7 @@ const OPS = {
     const session = await this.getSession(sid)
     const cleared = session ? session.clearedVersion : 0
     const byType = new Map()
-    for (const r of list) {
-      if (r.size === null || r.version < cleared) continue
+    for (const r of liveRows(list, cleared)) {
       const t = byType.get(r.type) ?? { type: r.type, count: 0, bytes: 0 }
       t.count += 1
       t.bytes += r.size
@@ -594,7 +635,7 @@ const OPS = {
     const list = await this.listKeys(sid, type)
     const session = await this.getSession(sid)
     const cleared = session ? session.clearedVersion : 0
-    const ids = new Set(list.filter((r) => r.type === type && r.size !== null && r.version >= cleared).map((r) => r.id))
+    const ids = new Set(liveRows(list.filter((r) => r.type === type), cleared).map((r) => r.id))
     return sortByBytes([...ids], (id) => id)
   },
 
@@ -602,7 +643,7 @@ const OPS = {
     const method = 'Persistence.listSessions'
     const list = rows(await this.call(method, undefined, () => this.persistence.listSessions()), method)
     return sortByBytes(
-      list.map((r) => ({
+      list.filter((r) => r.sessionId !== SETTINGS).map((r) => ({
         sid: text(r.sessionId, `${method}: sessionId`),
         hasCreds: Boolean(r.hasCreds),
         version: count(r.version, `${method}: version`),
@@ -614,6 +655,10 @@ const OPS = {
 
   async purge(req) {
     const sid = sidField(req)
+    // new sessions start above every epoch the purged one had: a holder paused across the purge
+    // stays fenced
+    const session = await this.getSession(sid)
+    if (session) await this.raiseSetting('epoch_floor', Math.max(session.epoch, session.epochSeq), this.now())
     await this.call('Persistence.deleteSession', sid, () => this.persistence.deleteSession(sid))
     return null
   },
@@ -625,4 +670,3 @@ const OPS = {
 }
 
 module.exports.PersistenceDriver = PersistenceDriver
-module.exports.decideLease = decideLease

@@ -14,6 +14,8 @@ function sessionRow(r) {
     version: r.version,
     clearedVersion: r.clearedVersion,
     epoch: r.epoch,
+    epochSeq: r.epochSeq ?? 0,
+    sealed: r.sealed ?? 0,
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
   }

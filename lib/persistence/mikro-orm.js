@@ -4,7 +4,7 @@
 // as EntitySchemas the user adds to `entities`:
 //
 //   wa_orm_auth_sessions(session_id PK, creds bytea NULL, creds_version, version, cleared_version,
-//                        epoch, created_at, updated_at)                      -- bigint, times in ms
+//                        epoch, epoch_seq, created_at, updated_at)           -- bigint, times in ms
 //   wa_orm_auth_keys(session_id, type, id, value bytea NULL, version, updated_at,
 //                    PK(session_id, type, id))                     -- value NULL: a tombstone
 //   wa_orm_auth_leases(session_id PK, token, holder, epoch, expires_at, acquired_at)
@@ -50,7 +50,7 @@ function entities() {
   if (schemas) return schemas
   const { EntitySchema, BigIntType } = mikroCore()
   const text = (fieldName, extra = {}) => ({ type: 'text', columnType: 'text', fieldName, ...extra })
-  const int = (fieldName) => ({ type: new BigIntType('number'), columnType: 'bigint', fieldName })
+  const int = (fieldName, extra = {}) => ({ type: new BigIntType('number'), columnType: 'bigint', fieldName, ...extra })
   const blob = (fieldName) => ({ type: 'blob', columnType: 'bytea', fieldName, nullable: true })
   const Session = new EntitySchema({
     name: 'WaOrmAuthSession',
@@ -62,6 +62,9 @@ function entities() {
       version: int('version'),
       clearedVersion: int('cleared_version'),
       epoch: int('epoch'),
+      // added after the first tables were made: existing rows take the default
+      epochSeq: int('epoch_seq', { default: 0 }),
+      sealed: int('sealed', { default: 0 }),
       createdAt: int('created_at'),
       updatedAt: int('updated_at'),
     },
@@ -100,8 +103,12 @@ function ddl(qualify) {
     `create table if not exists ${qualify(TABLES.sessions)} (
       "session_id" text not null, "creds" bytea null, "creds_version" bigint not null,
       "version" bigint not null, "cleared_version" bigint not null, "epoch" bigint not null,
+      "epoch_seq" bigint not null default 0, "sealed" bigint not null default 0,
       "created_at" bigint not null, "updated_at" bigint not null,
       constraint "${TABLES.sessions}_pkey" primary key ("session_id"))`,
+    // tables made by an earlier version lack the epochs handed out
+    `alter table ${qualify(TABLES.sessions)} add column if not exists "epoch_seq" bigint not null default 0`,
+    `alter table ${qualify(TABLES.sessions)} add column if not exists "sealed" bigint not null default 0`,
     `create table if not exists ${qualify(TABLES.keys)} (
       "session_id" text not null, "type" text not null, "id" text not null, "value" bytea null,
       "version" bigint not null, "updated_at" bigint not null,
@@ -143,6 +150,8 @@ function sessionOut(r) {
     version: num(r.version),
     clearedVersion: num(r.clearedVersion),
     epoch: num(r.epoch),
+    epochSeq: num(r.epochSeq) ?? 0,
+    sealed: num(r.sealed) ?? 0,
     createdAt: num(r.createdAt),
     updatedAt: num(r.updatedAt),
   }
@@ -155,6 +164,8 @@ const sessionIn = (sessionId, r) => ({
   version: r.version,
   clearedVersion: r.clearedVersion,
   epoch: r.epoch,
+  epochSeq: r.epochSeq ?? 0,
+  sealed: r.sealed ?? 0,
   createdAt: r.createdAt,
   updatedAt: r.updatedAt,
 })
@@ -220,7 +231,7 @@ class MikroOrmTransaction {
         this.#session = sessionOut(row)
         return
       }
-      const placeholder = { sessionId: this.#sid, creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 0, createdAt: 0, updatedAt: 0 }
+      const placeholder = { sessionId: this.#sid, creds: null, credsVersion: 0, version: 0, clearedVersion: 0, epoch: 0, epochSeq: 0, sealed: 0, createdAt: 0, updatedAt: 0 }
       const done = await this.#run('lock', this.#qb(Session).insert(placeholder).onConflict('sessionId').ignore())
       if (done.affectedRows === 1) {
         this.#placeholder = true

@@ -62,7 +62,8 @@ const ID_RULES = {
   'device-list': asIs,
   tctoken: (id) => (id === '__index' ? id : id.replace(DEVICE_JID, '$1:$2@$3')),
 }
-const KNOWN_TYPES = Object.keys(ID_RULES)
+const { KNOWN_TYPES } = require('../key-types.js')
+for (const t of KNOWN_TYPES) if (!ID_RULES[t]) throw new Error(`multifile: no file-name rule for the known key type '${t}'`)
 const UNKNOWN_TYPE_SEGMENT = /^[a-z]+$/
 
 /** A typed error naming the file (`err.file`, the full path). */

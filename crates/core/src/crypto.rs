@@ -5,15 +5,21 @@
 //! sealed = 0x03            header byte (SEALED): never the first byte of JSON text, of a compact
 //!                          value (0x01) or of a verbatim one (0x02); a plain value that begins
 //!                          with it is stored behind 0x02 (see codec::store_form)
-//!          0x01            format version
+//!          0x02            format version (0x01: the same without the version in the aad,
+//!                          written before versions were bound; still opened)
 //!          key id (4)      first 4 bytes of SHA-256("wa-auth-store key id\0" || key): names the
 //!                          key, reveals nothing of it
 //!          nonce (12)      random per seal (the operating system's CSPRNG, getrandom)
 //!          ciphertext (n)  of the value's stored form (compact, verbatim or JSON text)
 //!          tag (16)        GCM authentication tag
 //! aad    = the 6 header bytes || u32be(len sid) sid || u32be(len type) type || id
+//!          || u64be(version)  (format 0x02: the version of the write that sealed it)
 //!          (type "\0creds" for the creds: no key type can hold a control character)
 //! ```
+//!
+//! The version binds a sealed value to the write that made it: an older sealed copy of the same
+//! record put back in place (an old backup's row with the current version, a replayed Redis
+//! value) fails to open instead of being served as current.
 //!
 //! A value copied to another record (another session, type or id) fails to open, and so does
 //! one sealed under a key the keyring does not hold: [`Error::Decrypt`], never garbage and never
@@ -29,8 +35,10 @@ use crate::model::Value;
 
 /// First byte of a sealed value.
 pub const SEALED: u8 = 0x03;
-/// The format this module writes.
-const FORMAT: u8 = 0x01;
+/// The format this module writes: the version is part of the associated data.
+const FORMAT: u8 = 0x02;
+/// The format before versions were bound (opened, never written).
+const FORMAT_UNVERSIONED: u8 = 0x01;
 /// Bytes of the key id.
 pub const KEY_ID_BYTES: usize = 4;
 const HEADER: usize = 2 + KEY_ID_BYTES;
@@ -131,8 +139,15 @@ impl Keyring {
         self.current.id
     }
 
-    /// Seals `plain`, the stored form of the value of `record` in session `sid`.
-    pub fn seal(&self, sid: &str, record: Record<'_>, plain: &[u8]) -> Result<Vec<u8>> {
+    /// Seals `plain`, the stored form of the value of `record` in session `sid`, written at
+    /// `version`.
+    pub fn seal(
+        &self,
+        sid: &str,
+        record: Record<'_>,
+        version: u64,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
         let nonce = Nonce::<<Aes256Gcm as AeadCore>::NonceSize>::try_generate().map_err(|_| {
             Error::Config("the operating system's random number generator failed".into())
         })?;
@@ -141,7 +156,7 @@ impl Keyring {
         out.push(FORMAT);
         out.extend_from_slice(&self.current.id);
         out.extend_from_slice(&nonce);
-        let aad = associated_data(&out[..HEADER], sid, record);
+        let aad = associated_data(&out[..HEADER], sid, record, Some(version));
         out.extend_from_slice(plain);
         let tag = self
             .current
@@ -152,15 +167,22 @@ impl Keyring {
         Ok(out)
     }
 
-    /// Opens a sealed value of `record`: its stored form, or [`Error::Decrypt`].
-    pub fn open(&self, sid: &str, record: Record<'_>, sealed: &[u8]) -> Result<Vec<u8>> {
+    /// Opens a sealed value of `record` stored at `version`: its stored form, or
+    /// [`Error::Decrypt`].
+    pub fn open(
+        &self,
+        sid: &str,
+        record: Record<'_>,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         if sealed.len() < OVERHEAD || sealed[0] != SEALED {
             return Err(Error::Decrypt(format!(
                 "{} is not a sealed value (too short or no header)",
                 describe(record)
             )));
         }
-        if sealed[1] != FORMAT {
+        if sealed[1] != FORMAT && sealed[1] != FORMAT_UNVERSIONED {
             return Err(Error::Decrypt(format!(
                 "{} is sealed in an unknown format ({}); a newer version of wa-auth-store wrote it",
                 describe(record),
@@ -185,13 +207,14 @@ impl Keyring {
         let body = &sealed[HEADER + NONCE..sealed.len() - TAG];
         let tag = aes_gcm::Tag::try_from(&sealed[sealed.len() - TAG..])
             .map_err(|_| Error::Decrypt("a sealed value has a malformed tag".into()))?;
-        let aad = associated_data(&sealed[..HEADER], sid, record);
+        let bound = (sealed[1] == FORMAT).then_some(version);
+        let aad = associated_data(&sealed[..HEADER], sid, record, bound);
         let mut plain = body.to_vec();
         key.cipher
             .decrypt_inout_detached(&nonce, &aad, plain.as_mut_slice().into(), &tag)
             .map_err(|_| {
                 Error::Decrypt(format!(
-                    "{} did not open under key id {}: it was altered, or copied from another record",
+                    "{} did not open under key id {}: it was altered, copied from another record, or put back from an older write",
                     describe(record),
                     hex(id)
                 ))
@@ -207,7 +230,7 @@ fn describe(record: Record<'_>) -> String {
     }
 }
 
-fn associated_data(header: &[u8], sid: &str, record: Record<'_>) -> Vec<u8> {
+fn associated_data(header: &[u8], sid: &str, record: Record<'_>, version: Option<u64>) -> Vec<u8> {
     let (kind, id) = match record {
         Record::Creds => (CREDS_TYPE, ""),
         Record::Key { kind, id } => (kind, id),
@@ -219,22 +242,27 @@ fn associated_data(header: &[u8], sid: &str, record: Record<'_>) -> Vec<u8> {
         aad.extend_from_slice(part.as_bytes());
     }
     aad.extend_from_slice(id.as_bytes());
+    if let Some(v) = version {
+        aad.extend_from_slice(&v.to_be_bytes());
+    }
     aad
 }
 
 /// Stored bytes as the plain stored form: opened with `keys` when sealed, as they are when not
 /// (written before encryption was turned on). Sealed bytes and no keyring: [`Error::Decrypt`].
+/// `version`: the version the tier stores the value at.
 pub fn reveal(
     keys: Option<&Keyring>,
     sid: &str,
     record: Record<'_>,
+    version: u64,
     stored: Value,
 ) -> Result<Value> {
     if !is_sealed(&stored) {
         return Ok(stored);
     }
     match keys {
-        Some(k) => Ok(Value::from(k.open(sid, record, &stored)?)),
+        Some(k) => Ok(Value::from(k.open(sid, record, version, &stored)?)),
         None => Err(Error::Decrypt(format!(
             "{} is encrypted and this store has no encryption key (pass the encryption option)",
             describe(record)
@@ -261,35 +289,35 @@ mod tests {
     fn seals_and_opens_with_the_layout_documented() {
         let k = ring(&K1, &[]);
         let plain = b"\x01compact bytes";
-        let s = k.seal("s1", PRE_KEY, plain).unwrap();
+        let s = k.seal("s1", PRE_KEY, 7, plain).unwrap();
         assert_eq!(s.len(), plain.len() + OVERHEAD);
         assert_eq!(s[0], SEALED);
-        assert_eq!(s[1], 0x01);
+        assert_eq!(s[1], 0x02);
         assert_eq!(&s[2..6], &key_id(&K1));
         assert!(!s.windows(plain.len() - 1).any(|w| w == &plain[1..]));
-        assert_eq!(k.open("s1", PRE_KEY, &s).unwrap(), plain);
+        assert_eq!(k.open("s1", PRE_KEY, 7, &s).unwrap(), plain);
         // a fresh nonce per seal
-        let again = k.seal("s1", PRE_KEY, plain).unwrap();
+        let again = k.seal("s1", PRE_KEY, 7, plain).unwrap();
         assert_ne!(s[6..18], again[6..18]);
         assert_ne!(s, again);
         // empty values too
-        let e = k.seal("s1", Record::Creds, b"").unwrap();
-        assert_eq!(k.open("s1", Record::Creds, &e).unwrap(), b"");
+        let e = k.seal("s1", Record::Creds, 7, b"").unwrap();
+        assert_eq!(k.open("s1", Record::Creds, 7, &e).unwrap(), b"");
     }
 
     #[test]
     fn any_altered_byte_fails_to_open() {
         let k = ring(&K1, &[]);
-        let s = k.seal("s1", PRE_KEY, b"{\"a\":1}").unwrap();
+        let s = k.seal("s1", PRE_KEY, 7, b"{\"a\":1}").unwrap();
         for i in 0..s.len() {
             let mut t = s.clone();
             t[i] ^= 0x40;
-            let e = k.open("s1", PRE_KEY, &t).unwrap_err();
+            let e = k.open("s1", PRE_KEY, 7, &t).unwrap_err();
             assert_eq!(e.code(), "ERR_DECRYPT", "byte {i}");
         }
         for cut in [0, 1, OVERHEAD - 1, s.len() - 1] {
             assert_eq!(
-                k.open("s1", PRE_KEY, &s[..cut]).unwrap_err().code(),
+                k.open("s1", PRE_KEY, 7, &s[..cut]).unwrap_err().code(),
                 "ERR_DECRYPT"
             );
         }
@@ -298,7 +326,7 @@ mod tests {
     #[test]
     fn a_value_of_another_record_fails_to_open() {
         let k = ring(&K1, &[]);
-        let s = k.seal("s1", PRE_KEY, b"x").unwrap();
+        let s = k.seal("s1", PRE_KEY, 7, b"x").unwrap();
         let others = [
             ("s2", PRE_KEY),
             (
@@ -328,18 +356,18 @@ mod tests {
         ];
         for (sid, rec) in others {
             assert_eq!(
-                k.open(sid, rec, &s).unwrap_err().code(),
+                k.open(sid, rec, 7, &s).unwrap_err().code(),
                 "ERR_DECRYPT",
                 "{sid} {rec:?}"
             );
         }
-        let c = k.seal("s1", Record::Creds, b"x").unwrap();
+        let c = k.seal("s1", Record::Creds, 7, b"x").unwrap();
         let creds_like = Record::Key {
             kind: "\0creds",
             id: "",
         };
         assert!(
-            k.open("s1", creds_like, &c).is_ok(),
+            k.open("s1", creds_like, 7, &c).is_ok(),
             "the creds type is what the AAD names"
         );
         assert!(
@@ -350,8 +378,8 @@ mod tests {
 
     #[test]
     fn wrong_key_fails_and_names_only_key_ids() {
-        let s = ring(&K1, &[]).seal("s1", PRE_KEY, b"x").unwrap();
-        let e = ring(&K2, &[]).open("s1", PRE_KEY, &s).unwrap_err();
+        let s = ring(&K1, &[]).seal("s1", PRE_KEY, 7, b"x").unwrap();
+        let e = ring(&K2, &[]).open("s1", PRE_KEY, 7, &s).unwrap_err();
         assert_eq!(e.code(), "ERR_DECRYPT");
         let msg = e.to_string();
         assert!(
@@ -359,11 +387,11 @@ mod tests {
             "{msg}"
         );
         // a key with the same id but other bytes (forged header) fails on the tag
-        let mut forged = ring(&K2, &[]).seal("s1", PRE_KEY, b"x").unwrap();
+        let mut forged = ring(&K2, &[]).seal("s1", PRE_KEY, 7, b"x").unwrap();
         forged[2..6].copy_from_slice(&key_id(&K1));
         assert_eq!(
             ring(&K1, &[])
-                .open("s1", PRE_KEY, &forged)
+                .open("s1", PRE_KEY, 7, &forged)
                 .unwrap_err()
                 .code(),
             "ERR_DECRYPT"
@@ -373,15 +401,18 @@ mod tests {
     #[test]
     fn rotation_opens_values_of_previous_keys_and_seals_under_the_new_one() {
         let old = ring(&K1, &[]);
-        let s = old.seal("s1", PRE_KEY, b"v").unwrap();
+        let s = old.seal("s1", PRE_KEY, 7, b"v").unwrap();
         let rotated = ring(&K2, &[&K1]);
-        assert_eq!(rotated.open("s1", PRE_KEY, &s).unwrap(), b"v");
-        let n = rotated.seal("s1", PRE_KEY, b"v").unwrap();
+        assert_eq!(rotated.open("s1", PRE_KEY, 7, &s).unwrap(), b"v");
+        let n = rotated.seal("s1", PRE_KEY, 7, b"v").unwrap();
         assert_eq!(&n[2..6], &key_id(&K2));
-        assert!(old.open("s1", PRE_KEY, &n).is_err());
+        assert!(old.open("s1", PRE_KEY, 7, &n).is_err());
         // previousKeys dropped: the old value no longer opens
         assert_eq!(
-            ring(&K2, &[]).open("s1", PRE_KEY, &s).unwrap_err().code(),
+            ring(&K2, &[])
+                .open("s1", PRE_KEY, 7, &s)
+                .unwrap_err()
+                .code(),
             "ERR_DECRYPT"
         );
         // the current key among the previous ones is harmless
@@ -392,19 +423,19 @@ mod tests {
     fn legacy_plain_values_pass_and_sealed_ones_need_a_key() {
         let k = ring(&K1, &[]);
         for plain in [&b"{\"a\":1}"[..], b"\x01\x00", b"\x02\x01", b"", b" [1]"] {
-            let v = reveal(Some(&k), "s1", PRE_KEY, Value::from(plain)).unwrap();
+            let v = reveal(Some(&k), "s1", PRE_KEY, 7, Value::from(plain)).unwrap();
             assert_eq!(&v[..], plain);
             assert_eq!(
-                &reveal(None, "s1", PRE_KEY, Value::from(plain)).unwrap()[..],
+                &reveal(None, "s1", PRE_KEY, 7, Value::from(plain)).unwrap()[..],
                 plain
             );
         }
-        let s = k.seal("s1", PRE_KEY, b"v").unwrap();
+        let s = k.seal("s1", PRE_KEY, 7, b"v").unwrap();
         assert_eq!(
-            &reveal(Some(&k), "s1", PRE_KEY, Value::from(s.clone())).unwrap()[..],
+            &reveal(Some(&k), "s1", PRE_KEY, 7, Value::from(s.clone())).unwrap()[..],
             b"v"
         );
-        let e = reveal(None, "s1", PRE_KEY, Value::from(s)).unwrap_err();
+        let e = reveal(None, "s1", PRE_KEY, 7, Value::from(s)).unwrap_err();
         assert_eq!(e.code(), "ERR_DECRYPT");
     }
 
@@ -425,5 +456,43 @@ mod tests {
             "{d}"
         );
         assert!(d.contains(&hex(&key_id(&[0xAB; 32]))), "{d}");
+    }
+
+    #[test]
+    fn a_value_sealed_at_another_version_fails_to_open() {
+        let k = ring(&K1, &[]);
+        let old = k.seal("s1", PRE_KEY, 7, b"old").unwrap();
+        assert_eq!(k.open("s1", PRE_KEY, 7, &old).unwrap(), b"old");
+        // put back in place under a later write's version: refused, never served as current
+        let e = k.open("s1", PRE_KEY, 8, &old).unwrap_err();
+        assert_eq!(e.code(), "ERR_DECRYPT");
+        assert!(e.to_string().contains("older write"), "{e}");
+    }
+
+    #[test]
+    fn values_sealed_before_versions_were_bound_still_open() {
+        // format 0x01: the aad ends with the record id
+        let k = ring(&K1, &[]);
+        let nonce = [5u8; NONCE];
+        let mut v1 = vec![SEALED, FORMAT_UNVERSIONED];
+        v1.extend_from_slice(&k.key_id());
+        v1.extend_from_slice(&nonce);
+        let aad = associated_data(&v1[..HEADER], "s1", PRE_KEY, None);
+        let mut body = b"legacy".to_vec();
+        let tag = k
+            .current
+            .cipher
+            .encrypt_inout_detached(
+                &Nonce::<<Aes256Gcm as AeadCore>::NonceSize>::from(nonce),
+                &aad,
+                body.as_mut_slice().into(),
+            )
+            .unwrap();
+        v1.extend_from_slice(&body);
+        v1.extend_from_slice(&tag);
+        for version in [0, 7, u64::MAX] {
+            assert_eq!(k.open("s1", PRE_KEY, version, &v1).unwrap(), b"legacy");
+        }
+        assert_eq!(k.seal("s1", PRE_KEY, 1, b"x").unwrap()[1], FORMAT);
     }
 }

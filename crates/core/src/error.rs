@@ -43,6 +43,10 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     SessionLocked(String),
+    /// A tier refused a write of this epoch: a later epoch took the session. The store turns it
+    /// into [`Error::SessionLocked`] (or writes again under a new epoch) before callers see it.
+    #[error("a later lease epoch fenced this write (it carried epoch {0})")]
+    Fenced(u64),
     /// A sealed value did not open: wrong or missing key, altered, or copied from another record.
     #[error("{0}")]
     Decrypt(String),
@@ -60,7 +64,7 @@ impl Error {
             Error::StoreClosed => "ERR_STORE_CLOSED",
             Error::CorruptValue(_) => "ERR_CORRUPT_VALUE",
             Error::Config(_) => "ERR_CONFIG",
-            Error::SessionLocked(_) => "ERR_SESSION_LOCKED",
+            Error::SessionLocked(_) | Error::Fenced(_) => "ERR_SESSION_LOCKED",
             Error::Decrypt(_) => "ERR_DECRYPT",
         }
     }

@@ -1,22 +1,35 @@
 //! One owner per session across processes: a lease with an epoch, and fencing by that epoch.
+//! This module owns the lease's state machine and every fencing verdict; the store asks it (and
+//! is asked only to forget what it holds of a session: [`Forget`]).
 //!
 //! - **Where it lives**: in Redis when the store has Redis (`<p>:{s:<sid>}:l`, in the session's
-//!   hash slot, expiring by the server's clock), else in SQL (`wa_auth_leases`, expiring by the
-//!   database's clock). The epoch is kept in SQL either way (`wa_auth_sessions.epoch`), and in
-//!   the session's Redis meta (`ep`): a Redis that restarts empty cannot hand out an old epoch.
-//! - **Epochs** only grow: a new holder takes one above every epoch the session has seen; the
-//!   same holder (token) renewing or re-taking an expired lease nobody else took keeps its own.
-//! - **Fencing**: every write and clear carries the writer's epoch; the Redis write script and the
-//!   SQL transaction refuse it when the session's epoch is higher, so a holder that was paused
-//!   past its lease cannot write after a successor took over, in any tier.
-//! - **Others' writes**: with leases on, a write by a store that does not hold the session is
-//!   refused while another holder's lease is live (unless forced, which takes a new epoch and so
-//!   fences that holder), and carries the session's current epoch otherwise.
+//!   hash slot, lapsing by the server's clock), else in SQL (`wa_auth_leases`, by the database's
+//!   clock). Epochs are handed out by the durable tier (SQL, else Redis), never by a process.
+//! - **Every writer has an epoch of its own** (`crate::version`): a holder its lease's; a store
+//!   writing a session it does not hold (a tool, `BaileysAuthStore` on an unheld session,
+//!   `lease: false`) *claims* one on its first write. A claim is refused while another holder's
+//!   lease lives (unless forced, or leases are off, which end that lease), and it raises the
+//!   session's fence like an acquisition. So two writers never share an epoch and versions never
+//!   tie; a writer whose epoch is behind is fenced and never silently loses.
+//!
+//! The invariants, each enforced here or in the tier named:
+//! - **Durable tier first.** An epoch is handed out by the durable tier before it is granted,
+//!   and the durable tier's fence is raised before the grant returns. A durable write is fenced
+//!   by SQL alone: the Redis step of a write SQL committed is never refused (`redis/scripts/
+//!   write.lua`), so a write answered with an error is never visible afterwards.
+//! - **Expiry ends a lease.** A renewal after the lease lapsed is a new acquisition
+//!   ([`TakeMode::Reacquire`]): a new epoch and the session's cached state dropped, or, when
+//!   another writer took an epoch meanwhile, the lease is lost (`onLeaseLost`).
+//! - **A fence belongs to its epoch.** A write of epoch e that was refused marks this store's
+//!   lease lost only if that lease's epoch is e or lower ([`Leases::fenced`]).
+//! - **Release is final.** Renewals and releases of one session run one at a time; once
+//!   released, nothing of this store renews or takes the lease back.
 //! - **The cache** serves a session only while this store holds its lease; losing it drops the
 //!   session from the cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -24,9 +37,16 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::model::SessionId;
+use crate::redis::leasing::RedisTake;
 use crate::redis::RedisTier;
-use crate::sql::LeaseRequest;
-use crate::sql::SqlStore;
+use crate::sql::{LeaseRequest, SqlStore, StoredLease, TakeMode, Taken};
+
+/// The shortest lease ttl (the JavaScript facade reads it from the binding).
+pub const MIN_TTL: Duration = Duration::from_millis(100);
+/// Who holds a session while a forced write of a tool runs (named in others' errors).
+const CLAIM_HOLDER: &str = "wa-auth-store writer";
+/// How often a take is handed a new epoch when Redis saw a higher one than SQL handed out.
+const TAKE_TRIES: usize = 4;
 
 /// What an acquirer asks for.
 #[derive(Clone, Debug)]
@@ -59,49 +79,64 @@ pub enum LeaseOutcome {
 }
 
 /// A lease this store holds.
-pub(crate) struct Held {
+struct Held {
     token: String,
     holder: String,
     epoch: u64,
     ttl: Duration,
     renewed: Instant,
     lost: bool,
+    /// The session's data was sealed when the lease was taken.
+    sealed: bool,
 }
 
-/// The leases a store holds, shared with its write lanes (they learn of fencing first).
+/// This store's standing on one session.
 #[derive(Default)]
+struct Standing {
+    held: Option<Held>,
+    /// An epoch claimed to write without holding the session, and whether the session's data
+    /// was sealed then.
+    claim: Option<(u64, bool)>,
+    /// Takes, renewals and releases of the session, one at a time.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The leases and claims of a store.
 pub(crate) struct Leases {
-    held: Mutex<HashMap<String, Held>>,
+    sessions: Mutex<HashMap<String, Standing>>,
+    /// The token this store claims under (it never holds a lease with it).
+    claim_token: String,
 }
 
-/// The epoch a write carries, and whether it took the lease just for this write (force).
-#[derive(Clone, Copy)]
-pub(crate) struct Fence {
-    pub epoch: Option<u64>,
-    pub release: bool,
-}
-
-impl Leases {
-    /// This store holds the session's lease and has not lost it.
-    pub fn holds(&self, sid: &str) -> bool {
-        self.held.lock().get(sid).is_some_and(|h| !h.lost)
-    }
-
-    /// The sessions whose leases this store holds.
-    pub fn sessions(&self) -> Vec<String> {
-        self.held.lock().keys().cloned().collect()
-    }
-
-    /// Marks a lease lost (a write was fenced, a renewal failed). Returns whether it was held.
-    pub fn lose(&self, sid: &str) -> bool {
-        match self.held.lock().get_mut(sid) {
-            Some(h) if !h.lost => {
-                h.lost = true;
-                true
-            }
-            _ => false,
+impl Default for Leases {
+    fn default() -> Self {
+        Leases {
+            sessions: Mutex::new(HashMap::new()),
+            claim_token: token(),
         }
     }
+}
+
+/// The epoch a write carries, whether it is a claim (a store not holding the session: fenced,
+/// it may claim again and write once more), and whether the session's data is sealed (a store
+/// without the encryption key may then clear it, but not write values: `rules::may_write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub epoch: u64,
+    pub claimed: bool,
+    pub sealed: bool,
+}
+
+/// What a refused write of an epoch means for its writer ([`Leases::fenced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// This store's lease was taken over: the write is refused, and so is every later one.
+    Lost,
+    /// A claim was overtaken by another writer: claim again and write anew.
+    Claim,
+    /// A write of an earlier epoch of this store (its lease or claim moved on since): refused,
+    /// nothing else changes.
+    Stale,
 }
 
 /// What a lease change asks of the store: forget what it holds of a session (its cache, what it
@@ -116,8 +151,23 @@ pub(crate) struct LeaseTiers<'a> {
     pub sql: Option<&'a SqlStore>,
     pub events: &'a Events,
     pub forget: &'a dyn Forget,
-    /// Leases are on for the store (`lease: false` turns every fence off).
+    /// Leases are on for the store (`lease: false`: claims do not wait for holders).
     pub leases_on: bool,
+    /// The store seals what it writes (it has an encryption key).
+    pub sealing: bool,
+}
+
+/// A take's outcome, by the caller's clock.
+enum Took {
+    Granted {
+        epoch: u64,
+        acquired_at_ms: i64,
+        expires_in_ms: i64,
+        /// The session's data was sealed before.
+        sealed: bool,
+    },
+    Held(LeaseInfo),
+    Moved,
 }
 
 fn token() -> String {
@@ -138,7 +188,176 @@ pub(crate) fn locked(msg: impl Into<String>) -> Error {
     Error::SessionLocked(msg.into())
 }
 
+fn held_by(info: &LeaseInfo) -> Error {
+    locked(format!(
+        "session is held by '{}' (lease epoch {}, taken {} ms ago, expires in {} ms); pass {{ force: true }} to write anyway",
+        info.holder,
+        info.epoch,
+        (crate::sql::now_ms() - info.acquired_at_ms).max(0),
+        info.expires_in_ms
+    ))
+}
+
+/// A store without the encryption key would write values to a session whose data is sealed.
+pub(crate) fn sealed_error() -> Error {
+    Error::Config(
+        "this session's data is sealed (encryption at rest): a store without the encryption key must not write plain values beside it; open the store with its encryption option (the command line: --key-env)".into(),
+    )
+}
+
+fn epoch_of(e: i64) -> u64 {
+    e.max(0) as u64
+}
+
+/// Takes (acquires, claims or reacquires) a session in the tiers: the durable tier hands out
+/// the epoch, the lease tier decides, the durable tier's fence rises before this returns.
+async fn take(
+    cx: &LeaseTiers<'_>,
+    sid: &SessionId,
+    token: &str,
+    holder: &str,
+    ttl: Duration,
+    mode: TakeMode,
+) -> Result<Took> {
+    let ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+    match (cx.redis, cx.sql) {
+        (Some(redis), sql) => {
+            let mut floor = 0u64;
+            let base = match sql {
+                // without SQL, Redis hands epochs out, above the floor purges left
+                None => epoch_of(redis.counter("epoch-floor").await?),
+                Some(_) => 0,
+            };
+            for _ in 0..TAKE_TRIES {
+                let (epoch, sql_sealed) = match sql {
+                    Some(sql) => sql.allocate_epoch(sid, floor, cx.sealing).await?,
+                    None => (0, false),
+                };
+                let taken = match redis
+                    .take_lease(sid, token, holder, ttl, mode, epoch, base, cx.sealing)
+                    .await?
+                {
+                    RedisTake::Behind { seen } => {
+                        cx.events.warn(
+                            "WARN_SQL_BEHIND",
+                            "SQL handed out a lease epoch that Redis has already seen: SQL holds less than Redis (restored from an older backup?); taking a higher one",
+                        );
+                        floor = seen;
+                        continue;
+                    }
+                    RedisTake::Taken(t, redis_sealed) => (t, redis_sealed || sql_sealed),
+                };
+                let (taken, sealed) = taken;
+                return match taken {
+                    Taken::Granted {
+                        epoch: granted,
+                        acquired_at,
+                        expires_at,
+                        ..
+                    } => {
+                        let granted = epoch_of(granted);
+                        if let (Some(sql), true) = (sql, granted == epoch) {
+                            if !sql.raise_epoch(sid, granted).await? {
+                                // purged after the epoch was handed out
+                                if !matches!(mode, TakeMode::Claim { .. }) {
+                                    let _ = redis.release_lease(sid, token).await;
+                                }
+                                return Ok(Took::Moved);
+                            }
+                        }
+                        Ok(Took::Granted {
+                            epoch: granted,
+                            acquired_at_ms: acquired_at,
+                            expires_in_ms: expires_at - acquired_at,
+                            sealed,
+                        })
+                    }
+                    Taken::Held(l) => Ok(Took::Held(LeaseInfo {
+                        holder: l.holder,
+                        epoch: epoch_of(l.epoch),
+                        acquired_at_ms: l.acquired_at,
+                        // Redis answers the ms left, by its own clock
+                        expires_in_ms: l.expires_at,
+                        mine: false,
+                    })),
+                    Taken::Moved { .. } => Ok(Took::Moved),
+                };
+            }
+            Err(Error::Redis(
+                "the session's epochs in Redis kept moving above those SQL hands out".into(),
+            ))
+        }
+        (None, Some(sql)) => {
+            let req = LeaseRequest {
+                sid,
+                token,
+                holder,
+                ttl_ms,
+                mode,
+                floor: 0,
+                seal: cx.sealing,
+            };
+            let (taken, now, sealed) = sql.lease_take(&req).await?;
+            Ok(match taken {
+                Taken::Granted {
+                    epoch,
+                    acquired_at,
+                    expires_at,
+                    ..
+                } => Took::Granted {
+                    epoch: epoch_of(epoch),
+                    acquired_at_ms: acquired_at,
+                    expires_in_ms: expires_at - now,
+                    sealed,
+                },
+                Taken::Held(l) => Took::Held(info_of(&l, now, false)),
+                Taken::Moved { .. } => Took::Moved,
+            })
+        }
+        (None, None) => Err(Error::Config("a lease needs a Redis or SQL tier".into())),
+    }
+}
+
+fn info_of(l: &StoredLease, now: i64, mine: bool) -> LeaseInfo {
+    LeaseInfo {
+        holder: l.holder.clone(),
+        epoch: epoch_of(l.epoch),
+        acquired_at_ms: l.acquired_at,
+        expires_in_ms: l.expires_at - now,
+        mine,
+    }
+}
+
 impl Leases {
+    /// This store's gate for a session's takes, renewals and releases.
+    fn gate(&self, sid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.sessions
+            .lock()
+            .entry(sid.to_string())
+            .or_default()
+            .gate
+            .clone()
+    }
+
+    /// This store holds the session's lease and has not lost it.
+    pub fn holds(&self, sid: &str) -> bool {
+        self.sessions
+            .lock()
+            .get(sid)
+            .and_then(|s| s.held.as_ref())
+            .is_some_and(|h| !h.lost)
+    }
+
+    /// The sessions whose leases this store holds.
+    pub fn sessions(&self) -> Vec<String> {
+        self.sessions
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.held.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Takes the session's lease, or says who holds it.
     pub async fn acquire(
         &self,
@@ -146,132 +365,138 @@ impl Leases {
         sid: &SessionId,
         opts: &LeaseOptions,
     ) -> Result<LeaseOutcome> {
-        if opts.ttl < Duration::from_millis(100) {
-            return Err(Error::invalid("a lease ttl must be at least 100 ms"));
+        if opts.ttl < MIN_TTL {
+            return Err(Error::invalid(format!(
+                "a lease ttl must be at least {} ms",
+                MIN_TTL.as_millis()
+            )));
         }
         if opts.holder.is_empty() || opts.holder.len() > 255 {
             return Err(Error::invalid("a lease holder id must be 1 to 255 bytes"));
         }
-        let mine = self.held.lock().get(&**sid).map(|h| h.token.clone());
-        let token = mine.unwrap_or_else(token);
+        let gate = self.gate(sid);
+        let _one = gate.lock().await;
+        let mine = self
+            .sessions
+            .lock()
+            .get(&**sid)
+            .and_then(|s| s.held.as_ref())
+            .filter(|h| !h.lost)
+            .map(|h| (h.token.clone(), h.epoch));
+        let token = mine.as_ref().map_or_else(token, |(t, _)| t.clone());
         let started = Instant::now();
-        let info = match (cx.redis, cx.sql) {
-            (Some(redis), sql) => {
-                let min_epoch = match sql {
-                    Some(sql) => sql.session_epoch(sid).await?,
-                    None => 0,
-                };
-                let l = redis
-                    .acquire_lease(sid, &token, &opts.holder, opts.ttl, min_epoch, opts.force)
-                    .await?;
-                if l.acquired {
-                    if let Some(sql) = sql {
-                        // fencing must survive a Redis that restarts empty
-                        if let Err(e) = sql.raise_epoch(sid, l.epoch).await {
-                            let _ = redis.release_lease(sid, &token).await;
-                            return Err(e);
-                        }
-                    }
-                }
-                let age = crate::sql::now_ms() - l.acquired_at_ms;
-                (
-                    l.acquired,
-                    LeaseInfo {
-                        holder: l.holder,
-                        epoch: l.epoch,
-                        acquired_at_ms: l.acquired_at_ms,
-                        expires_in_ms: l.ttl_ms,
-                        mine: l.acquired,
-                    },
-                    age,
-                )
-            }
-            (None, Some(sql)) => {
-                let req = LeaseRequest {
-                    sid,
-                    token: &token,
-                    holder: &opts.holder,
-                    ttl_ms: opts.ttl.as_millis() as i64,
-                    force: opts.force,
-                };
-                let row = sql.lease_acquire(&req).await?;
-                let age = row.now - row.acquired_at;
-                (
-                    row.acquired,
-                    LeaseInfo {
-                        holder: row.holder,
-                        epoch: row.epoch.max(0) as u64,
-                        acquired_at_ms: row.acquired_at,
-                        expires_in_ms: row.expires_at - row.now,
-                        mine: row.acquired,
-                    },
-                    age,
-                )
-            }
-            (None, None) => return Err(Error::Config("a lease needs a Redis or SQL tier".into())),
-        };
-        let (acquired, info, _age) = info;
-        if !acquired {
-            return Ok(LeaseOutcome::Held(info));
-        }
-        let fresh = {
-            let mut held = self.held.lock();
-            let fresh = held
-                .get(&**sid)
-                .is_none_or(|h| h.epoch != info.epoch || h.lost);
-            held.insert(
-                sid.to_string(),
-                Held {
+        let mode = TakeMode::Acquire { force: opts.force };
+        match take(cx, sid, &token, &opts.holder, opts.ttl, mode).await? {
+            Took::Granted {
+                epoch,
+                acquired_at_ms,
+                expires_in_ms,
+                sealed,
+            } => {
+                let fresh = mine.is_none_or(|(_, e)| e != epoch);
+                let mut sessions = self.sessions.lock();
+                let s = sessions.entry(sid.to_string()).or_default();
+                s.claim = None;
+                s.held = Some(Held {
                     token,
                     holder: opts.holder.clone(),
-                    epoch: info.epoch,
+                    epoch,
                     ttl: opts.ttl,
                     renewed: started,
                     lost: false,
-                },
-            );
-            fresh
-        };
-        if fresh {
-            // another holder may have written since: read every tier afresh
-            cx.forget.forget(sid);
+                    sealed: sealed || cx.sealing,
+                });
+                drop(sessions);
+                if fresh {
+                    // another holder may have written since: read every tier afresh
+                    cx.forget.forget(sid);
+                }
+                Ok(LeaseOutcome::Acquired(LeaseInfo {
+                    holder: opts.holder.clone(),
+                    epoch,
+                    acquired_at_ms,
+                    expires_in_ms,
+                    mine: true,
+                }))
+            }
+            Took::Held(info) => Ok(LeaseOutcome::Held(info)),
+            Took::Moved => Err(locked("the session moved while its lease was taken")),
         }
-        Ok(LeaseOutcome::Acquired(info))
     }
 
-    /// Extends this store's lease of the session. `false`: it was lost (another holder took
-    /// over, or it was forced away); the session then leaves the cache.
+    /// Extends this store's lease of the session. After it lapsed, takes it again under a new
+    /// epoch (the session's cached state dropped), unless another writer took an epoch
+    /// meanwhile. `false`: the lease is lost (or was released); the session leaves the cache.
     pub async fn renew(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<bool> {
-        let Some((token, holder, epoch, ttl, lost)) = self
-            .held
+        let gate = self.gate(sid);
+        let _one = gate.lock().await;
+        let Some((token, holder, epoch, ttl)) = self
+            .sessions
             .lock()
             .get(&**sid)
-            .map(|h| (h.token.clone(), h.holder.clone(), h.epoch, h.ttl, h.lost))
+            .and_then(|s| s.held.as_ref())
+            .filter(|h| !h.lost)
+            .map(|h| (h.token.clone(), h.holder.clone(), h.epoch, h.ttl))
         else {
             return Ok(false);
         };
-        if lost {
-            return Ok(false);
-        }
         let started = Instant::now();
         let kept = match (cx.redis, cx.sql) {
-            (Some(redis), _) => redis.renew_lease(sid, &token, &holder, ttl, epoch).await?,
+            (Some(redis), _) => redis.renew_lease(sid, &token, ttl).await?,
             (None, Some(sql)) => sql.lease_renew(sid, &token, ttl.as_millis() as i64).await?,
             (None, None) => false,
         };
-        if kept {
-            if let Some(h) = self.held.lock().get_mut(&**sid) {
-                h.renewed = started;
-            }
+        let new_epoch = if kept {
+            Some(epoch)
         } else {
-            self.lost(cx, sid);
+            let mode = TakeMode::Reacquire {
+                since: epoch as i64,
+            };
+            match take(cx, sid, &token, &holder, ttl, mode).await? {
+                Took::Granted { epoch, .. } => Some(epoch),
+                Took::Held(_) | Took::Moved => None,
+            }
+        };
+        match new_epoch {
+            Some(e) => {
+                if let Some(h) = self.held_mut(sid, |h| {
+                    h.renewed = started;
+                    let moved = h.epoch != e;
+                    h.epoch = e;
+                    moved
+                }) {
+                    if h {
+                        // lapsed and taken again: another writer may have come and gone
+                        cx.forget.forget(sid);
+                    }
+                }
+                Ok(true)
+            }
+            None => {
+                self.lose(cx, sid, u64::MAX);
+                Ok(false)
+            }
         }
-        Ok(kept)
     }
 
-    /// Gives the lease up (idempotent).
+    fn held_mut<T>(&self, sid: &str, f: impl FnOnce(&mut Held) -> T) -> Option<T> {
+        self.sessions
+            .lock()
+            .get_mut(sid)
+            .and_then(|s| s.held.as_mut())
+            .map(f)
+    }
+
+    /// Gives the lease (and any claim) up; idempotent. Once it returns, nothing of this store
+    /// renews or recreates the lease.
     pub async fn release(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<()> {
-        let Some(h) = self.held.lock().remove(&**sid) else {
+        let gate = self.gate(sid);
+        let _one = gate.lock().await;
+        let held = self.sessions.lock().get_mut(&**sid).and_then(|s| {
+            s.claim = None;
+            s.held.take()
+        });
+        let Some(h) = held else {
             return Ok(());
         };
         cx.forget.forget(sid);
@@ -285,18 +510,19 @@ impl Leases {
         }
     }
 
-    /// Who holds the session's lease (`None`: nobody, or it expired), and the session's epoch.
+    /// Who holds the session's lease (`None`: nobody, or it lapsed), and the session's epoch.
     pub async fn state(
         &self,
         cx: &LeaseTiers<'_>,
         sid: &SessionId,
     ) -> Result<(Option<LeaseInfo>, u64)> {
         let mine = self
-            .held
+            .sessions
             .lock()
             .get(&**sid)
+            .and_then(|s| s.held.as_ref())
             .filter(|h| !h.lost)
-            .map(|h| h.epoch);
+            .map(|h| h.token.clone());
         match (cx.redis, cx.sql) {
             (Some(redis), sql) => {
                 let (lease, ep) = redis.lease(sid).await?;
@@ -304,8 +530,8 @@ impl Leases {
                     Some(sql) => sql.session_epoch(sid).await?,
                     None => 0,
                 };
-                let info = lease.filter(|l| l.ttl_ms != -2).map(|l| LeaseInfo {
-                    mine: mine == Some(l.epoch),
+                let info = lease.filter(|l| l.ttl_ms > 0).map(|l| LeaseInfo {
+                    mine: mine.as_deref() == Some(l.token.as_str()),
                     holder: l.holder,
                     epoch: l.epoch,
                     acquired_at_ms: l.acquired_at_ms,
@@ -316,86 +542,170 @@ impl Leases {
             (None, Some(sql)) => {
                 let row = sql.lease_info(sid).await?;
                 let epoch = sql.session_epoch(sid).await?;
-                let info = row.filter(|r| r.expires_at > r.now).map(|r| LeaseInfo {
-                    mine: mine == Some(r.epoch.max(0) as u64),
-                    holder: r.holder,
-                    epoch: r.epoch.max(0) as u64,
-                    acquired_at_ms: r.acquired_at,
-                    expires_in_ms: r.expires_at - r.now,
-                });
+                let info = row
+                    .filter(|(l, now)| l.expires_at > *now)
+                    .map(|(l, now)| info_of(&l, now, mine.as_deref() == Some(l.token.as_str())));
                 Ok((info, epoch))
             }
             (None, None) => Ok((None, 0)),
         }
     }
 
-    /// The epoch a write or clear of `sid` carries (see the module docs).
+    /// The epoch a write or clear of `sid` carries: the lease's when this store holds the
+    /// session (renewed first if it may have lapsed), else a claim (taken now if this store has
+    /// none, or when `force` asks for one that ends another holder's lease).
     pub async fn fence(&self, cx: &LeaseTiers<'_>, sid: &SessionId, force: bool) -> Result<Fence> {
-        if !cx.leases_on {
-            return Ok(Fence {
-                epoch: None,
-                release: false,
-            });
-        }
-        let held = self
-            .held
-            .lock()
-            .get(&**sid)
-            .map(|h| (h.epoch, h.lost, h.renewed + h.ttl <= Instant::now()));
+        let (held, claim) = {
+            let sessions = self.sessions.lock();
+            let s = sessions.get(&**sid);
+            (
+                s.and_then(|s| s.held.as_ref()).map(|h| {
+                    (
+                        h.epoch,
+                        h.lost,
+                        h.renewed + h.ttl <= Instant::now(),
+                        h.sealed,
+                    )
+                }),
+                s.and_then(|s| s.claim),
+            )
+        };
         match held {
-            Some((_, true, _)) if !force => Err(locked(
-                "this process lost the session's lease: another process holds it now (close this socket)",
-            )),
-            Some((epoch, false, expired)) => {
+            Some((_, true, _, _)) if !force => {
+                return Err(locked(
+                    "this process lost the session's lease: another process holds it now (close this socket)",
+                ))
+            }
+            Some((epoch, false, lapsed, sealed)) => {
+                if !lapsed {
+                    return Ok(Fence {
+                        epoch,
+                        claimed: false,
+                        sealed,
+                    });
+                }
                 // paused past the lease (GC, SIGSTOP)? make sure it is still ours first
-                if expired && !self.renew(cx, sid).await? {
+                if !self.renew(cx, sid).await? {
                     return Err(locked(
-                        "this process's lease of the session expired and another process took it (close this socket)",
+                        "this process's lease of the session lapsed and another writer took the session (close this socket)",
                     ));
                 }
+                let epoch = self
+                    .sessions
+                    .lock()
+                    .get(&**sid)
+                    .and_then(|s| s.held.as_ref())
+                    .map_or(epoch, |h| h.epoch);
+                return Ok(Fence {
+                    epoch,
+                    claimed: false,
+                    sealed,
+                });
+            }
+            _ => {}
+        }
+        if let (Some((epoch, sealed)), false) = (claim, force) {
+            return Ok(Fence {
+                epoch,
+                claimed: true,
+                sealed,
+            });
+        }
+        self.claim(cx, sid, force, None).await
+    }
+
+    /// Claims an epoch to write `sid` under without holding it (see the module docs). Writes
+    /// that start together share one claim: a claim this store took meanwhile is used, unless it
+    /// is `replacing` (or older: a tier refused it) or `force` asks for a new one.
+    pub async fn claim(
+        &self,
+        cx: &LeaseTiers<'_>,
+        sid: &SessionId,
+        force: bool,
+        replacing: Option<u64>,
+    ) -> Result<Fence> {
+        let gate = self.gate(sid);
+        let _one = gate.lock().await;
+        let current = self.sessions.lock().get(&**sid).and_then(|s| s.claim);
+        if let (Some((epoch, sealed)), false) = (current, force) {
+            if replacing.is_none_or(|r| epoch > r) {
+                return Ok(Fence {
+                    epoch,
+                    claimed: true,
+                    sealed,
+                });
+            }
+        }
+        let mode = TakeMode::Claim {
+            force,
+            check_live: cx.leases_on,
+        };
+        let ttl = Duration::from_secs(30);
+        match take(cx, sid, &self.claim_token, CLAIM_HOLDER, ttl, mode).await? {
+            Took::Granted { epoch, sealed, .. } => {
+                let sealed = sealed || cx.sealing;
+                let mut sessions = self.sessions.lock();
+                let s = sessions.entry(sid.to_string()).or_default();
+                if let Some(h) = s.held.as_mut() {
+                    // a forced claim over this store's own lost lease: that lease is over
+                    h.lost = true;
+                }
+                s.claim = Some((epoch, sealed));
+                drop(sessions);
+                // others wrote before this claim: what this store knew of the session is old
+                cx.forget.forget(sid);
                 Ok(Fence {
-                    epoch: Some(epoch),
-                    release: false,
+                    epoch,
+                    claimed: true,
+                    sealed,
                 })
             }
-            _ => {
-                let (info, epoch) = self.state(cx, sid).await?;
-                match info {
-                    Some(i) if i.expires_in_ms > 0 && !i.mine => {
-                        if !force {
-                            return Err(locked(format!(
-                                "session is held by '{}' (lease epoch {}, taken {} ms ago, expires in {} ms); pass {{ force: true }} to write anyway",
-                                i.holder,
-                                i.epoch,
-                                (crate::sql::now_ms() - i.acquired_at_ms).max(0),
-                                i.expires_in_ms
-                            )));
-                        }
-                        let opts = LeaseOptions {
-                            ttl: Duration::from_secs(30),
-                            holder: "wa-auth-store force".into(),
-                            force: true,
-                        };
-                        match Box::pin(self.acquire(cx, sid, &opts)).await? {
-                            LeaseOutcome::Acquired(i) => Ok(Fence {
-                                epoch: Some(i.epoch),
-                                release: true,
-                            }),
-                            LeaseOutcome::Held(_) => Err(locked("could not force the lease")),
-                        }
-                    }
-                    _ => Ok(Fence {
-                        epoch: Some(epoch),
-                        release: false,
-                    }),
-                }
-            }
+            Took::Held(info) => Err(held_by(&info)),
+            Took::Moved => Err(locked("the session was purged while it was claimed")),
         }
     }
 
-    /// The lease was lost: the store forgets what it holds of the session, the logger is told.
-    pub fn lost(&self, cx: &LeaseTiers<'_>, sid: &SessionId) {
-        if self.lose(sid) {
+    /// A write of `epoch` was refused by a tier: what it means for this store. A lease of a
+    /// later epoch, or a claim taken since, is left alone (the refusal belongs to its epoch).
+    pub fn fenced(&self, cx: &LeaseTiers<'_>, sid: &SessionId, epoch: u64) -> Verdict {
+        let mut sessions = self.sessions.lock();
+        let Some(s) = sessions.get_mut(&**sid) else {
+            return Verdict::Stale;
+        };
+        if let Some(h) = s.held.as_mut() {
+            if h.epoch > epoch {
+                return Verdict::Stale;
+            }
+            if !h.lost {
+                drop(sessions);
+                self.lose(cx, sid, epoch);
+            }
+            return Verdict::Lost;
+        }
+        match s.claim {
+            Some((c, _)) if c <= epoch => {
+                // overtaken: the next claim (Leases::claim, replacing it) takes a new epoch
+                drop(sessions);
+                cx.forget.forget(sid);
+                Verdict::Claim
+            }
+            _ => Verdict::Stale,
+        }
+    }
+
+    /// Marks this store's lease of `sid` lost if its epoch is `epoch` or lower: the store forgets
+    /// what it holds of the session, the logger is told.
+    fn lose(&self, cx: &LeaseTiers<'_>, sid: &SessionId, epoch: u64) {
+        let newly = self
+            .held_mut(sid, |h| {
+                let was = !h.lost && h.epoch <= epoch;
+                if was {
+                    h.lost = true;
+                }
+                was
+            })
+            .unwrap_or(false);
+        if newly {
             cx.forget.forget(sid);
             cx.events.warn(
                 "ERR_SESSION_LOCKED",

@@ -15,6 +15,7 @@ pub mod model;
 pub mod redis;
 pub mod sql;
 pub mod store;
+pub mod version;
 
 pub use config::{RedisOptions, SqlOptions, StoreOptions};
 pub use error::{Error, Result};

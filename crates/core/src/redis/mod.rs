@@ -199,7 +199,65 @@ impl RedisTier {
         .await?;
         *tier.connection_task.lock() = Some(handle);
         let _: String = tier.call("ping", tier.client.ping(None)).await?;
+        tier.check_eviction_policy().await?;
         Ok(Arc::new(tier))
+    }
+
+    /// Refuses a server whose `maxmemory-policy` may evict any key (`allkeys-*`): evicting a
+    /// session's meta hash (its versions and epoch), its types set, its lease or a record
+    /// written to Redis only would let reads go backwards, a fenced writer through, or an
+    /// acknowledged write vanish. `volatile-*` evicts only keys with a TTL, which here are the
+    /// data keys of `ttl` writes (SQL holds them): harmless. A server that does not answer
+    /// `CONFIG GET` (a managed Redis that renamed it) is reported to the logger and accepted.
+    async fn check_eviction_policy(&self) -> Result<()> {
+        let nodes: Vec<Option<fred::types::config::Server>> = if self.client.is_clustered() {
+            self.client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes())
+                .unwrap_or_default()
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        for node in nodes {
+            let cmd =
+                fred::types::CustomCommand::new("CONFIG", fred::types::ClusterHash::Random, false);
+            let args = vec!["GET", "maxmemory-policy"];
+            let reply = match &node {
+                Some(n) => {
+                    let on = self.client.with_cluster_node(n.clone());
+                    self.call("config get", on.custom::<fred::types::Value, _>(cmd, args))
+                        .await
+                }
+                None => {
+                    self.call(
+                        "config get",
+                        self.client.custom::<fred::types::Value, _>(cmd, args),
+                    )
+                    .await
+                }
+            };
+            let policy = match reply {
+                Ok(fred::types::Value::Array(v)) => v.get(1).and_then(|p| p.as_string()),
+                Ok(fred::types::Value::Map(m)) => m.values().next().and_then(|p| p.as_string()),
+                Ok(_) => None,
+                Err(e) => {
+                    self.events.warn(
+                        "WARN_REDIS_POLICY_UNKNOWN",
+                        &format!("could not read the Redis server's maxmemory-policy (CONFIG GET: {e}); make sure it is noeviction or volatile-*: an allkeys-* policy can evict keys this store needs to keep writes in order"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(p) = policy.filter(|p| p.starts_with("allkeys-")) {
+                return Err(Error::Config(format!(
+                    "the Redis server's maxmemory-policy is {p}: it may evict any key, including the ones this store needs to keep writes in order and leases honest (a session's versions and epoch, write-behind records not yet in SQL); set it to noeviction (or volatile-lru, which evicts only keys with a TTL), e.g. CONFIG SET maxmemory-policy noeviction, and let the memory manager (RedisMemoryManager) bound Redis"
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn client(&self) -> &Client {

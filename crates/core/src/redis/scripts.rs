@@ -10,9 +10,11 @@ pub(super) struct Scripts {
     pub warm_creds: Script,
     pub drop: Script,
     pub clean: Script,
-    pub lease_acquire: Script,
+    pub lease_take: Script,
     pub lease_renew: Script,
     pub lease_release: Script,
+    pub lease_state: Script,
+    pub raise: Script,
 }
 
 impl Scripts {
@@ -23,9 +25,11 @@ impl Scripts {
             warm_creds: Script::from_lua(include_str!("scripts/warm_creds.lua")),
             drop: Script::from_lua(include_str!("scripts/drop.lua")),
             clean: Script::from_lua(include_str!("scripts/clean.lua")),
-            lease_acquire: Script::from_lua(include_str!("scripts/lease_acquire.lua")),
+            lease_take: Script::from_lua(include_str!("scripts/lease_take.lua")),
             lease_renew: Script::from_lua(include_str!("scripts/lease_renew.lua")),
             lease_release: Script::from_lua(include_str!("scripts/lease_release.lua")),
+            lease_state: Script::from_lua(include_str!("scripts/lease_state.lua")),
+            raise: Script::from_lua(include_str!("scripts/raise.lua")),
         }
     }
 }

@@ -221,6 +221,7 @@ impl RedisTier {
         mode: &str,
         version: u64,
         epoch: Option<u64>,
+        extra: Vec<fred::types::Value>,
     ) -> Result<i64> {
         let keys = vec![
             self.meta_key(sid),
@@ -228,12 +229,13 @@ impl RedisTier {
             self.dirty_key(sid),
             self.creds_key(sid),
         ];
-        let args: Vec<fred::types::Value> = vec![
+        let mut args: Vec<fred::types::Value> = vec![
             self.session_base(sid).into(),
             mode.into(),
             (version as i64).into(),
             epoch.map_or(-1, |e| e as i64).into(),
         ];
+        args.extend(extra);
         self.call(
             "drop session",
             self.scripts
@@ -243,9 +245,11 @@ impl RedisTier {
         .await
     }
 
-    /// Clears a session at `version`: its keys (and creds unless `keep_creds`) go, and nothing
-    /// older than `version` can be written to it again.
-    /// Returns [`Applied::Fenced`] (nothing done) when a later lease epoch fences `epoch`.
+    /// Clears a session at `version`: its keys (and creds unless `keep_creds`) older than
+    /// `version` go, and nothing at or below `version` can be written to it again; records of
+    /// a later version (a later writer whose Redis step landed first) stay. `epoch`: the
+    /// clearer's, checked here only for a clear SQL did not fence (`None`: SQL did). Returns
+    /// [`Applied::Fenced`] (nothing done) when a later epoch fences it.
     pub async fn clear(
         &self,
         sid: &SessionId,
@@ -254,16 +258,32 @@ impl RedisTier {
         epoch: Option<u64>,
     ) -> Result<Applied> {
         let mode = if keep_creds { "clear-keys" } else { "clear" };
-        Ok(match self.drop_session(sid, mode, version, epoch).await? {
-            -3 => Applied::Fenced,
-            _ => Applied::Yes,
-        })
+        let vb = envelope::version_bytes(version);
+        let extra = vec![fred::types::Value::Bytes(Bytes::copy_from_slice(&vb))];
+        Ok(
+            match self.drop_session(sid, mode, version, epoch, extra).await? {
+                -3 => Applied::Fenced,
+                _ => Applied::Yes,
+            },
+        )
     }
 
     /// Resets a session whose Redis copy is behind SQL: every record goes (reads then come from
-    /// SQL), its version becomes `sql_version`. Flush its dirty records first.
-    pub async fn rebuild(&self, sid: &SessionId, sql_version: u64) -> Result<()> {
-        self.drop_session(sid, "rebuild", sql_version, None)
+    /// SQL) except those marked dirty by writes `flushed` does not cover (name, version the flush
+    /// wrote to SQL): a write to Redis only that landed after the flush began stays with its
+    /// mark. Its `ver` rises to `sql_version`.
+    pub async fn rebuild(
+        &self,
+        sid: &SessionId,
+        sql_version: u64,
+        flushed: &[(String, u64)],
+    ) -> Result<()> {
+        let mut extra: Vec<fred::types::Value> = Vec::with_capacity(flushed.len() * 2);
+        for (name, v) in flushed {
+            extra.push(name.as_str().into());
+            extra.push((*v as i64).into());
+        }
+        self.drop_session(sid, "rebuild", sql_version, None, extra)
             .await
             .map(|_| ())
     }
@@ -271,7 +291,7 @@ impl RedisTier {
     /// Drops a session's Redis data if SQL holds all of it (atomically against writers: a
     /// write that lands first makes the session dirty or brings its keys back, never lost).
     pub async fn evict_session(&self, sid: &SessionId) -> Result<Evicted> {
-        match self.drop_session(sid, "evict", 0, None).await? {
+        match self.drop_session(sid, "evict", 0, None, Vec::new()).await? {
             -1 => Ok(Evicted::Dirty),
             n => {
                 self.notify_evicted(sid);
@@ -387,9 +407,21 @@ impl RedisTier {
         .await
     }
 
-    /// Removes every key of a session, its meta too (see [`crate::AuthStore::purge_session`]).
+    /// Removes every key of a session, its meta and lease too (see
+    /// [`crate::AuthStore::purge_session`]); the epoch floor of new sessions (for a store without
+    /// SQL) rises above the session's epoch first, so a holder paused across the purge stays
+    /// fenced.
     pub async fn purge(&self, sid: &SessionId) -> Result<()> {
-        self.drop_session(sid, "clear", 0, None).await?;
+        let ep: Option<i64> = self
+            .call("hget", self.client.hget(self.meta_key(sid), "ep"))
+            .await?;
+        if let Some(ep) = ep.filter(|e| *e > 0) {
+            self.raise_counter("epoch-floor", ep).await?;
+        }
+        let top = i64::MAX as u64;
+        let vb = Bytes::copy_from_slice(&envelope::version_bytes(top));
+        self.drop_session(sid, "clear", top, None, vec![fred::types::Value::Bytes(vb)])
+            .await?;
         let _: i64 = self
             .call(
                 "del",
@@ -415,5 +447,24 @@ impl RedisTier {
             .call("srem", self.client.srem(self.mm_key("dirty"), &**sid))
             .await?;
         Ok(())
+    }
+
+    /// Raises a counter of the store's own (`{m}:<name>`) to at least `value`; its value.
+    pub async fn raise_counter(&self, name: &str, value: i64) -> Result<i64> {
+        self.call(
+            "raise counter",
+            self.scripts.raise.evalsha_with_reload(
+                &self.client,
+                vec![self.mm_key(name)],
+                vec![value],
+            ),
+        )
+        .await
+    }
+
+    /// A counter of the store's own (`{m}:<name>`), 0 when unset.
+    pub async fn counter(&self, name: &str) -> Result<i64> {
+        let v: Option<i64> = self.call("get", self.client.get(self.mm_key(name))).await?;
+        Ok(v.unwrap_or(0))
     }
 }

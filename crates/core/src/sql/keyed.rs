@@ -13,10 +13,10 @@ pub(super) const LIVE: &str = "k.value IS NOT NULL AND k.version >= COALESCE(
 /// one session as integers; `$begin` starts a write transaction; `$lock` follows a SELECT that
 /// locks rows for the transaction; `$now` is the database's clock in ms; `$ignore` an INSERT that
 /// skips existing rows; `$lease_upsert` the clause that replaces a lease row; `$greatest` the
-/// two-argument maximum.
+/// two-argument maximum; `$setting_upsert` the clause that raises a setting to the value given.
 macro_rules! keyed_statements {
     ($db:ty, $pool:ty, $conn:ty, $upsert_sessions:expr, $upsert_keys:expr, $summary_sql:expr, $begin:expr,
-     $lock:expr, $now:expr, $ignore:expr, $lease_upsert:expr, $greatest:expr) => {
+     $lock:expr, $now:expr, $ignore:expr, $lease_upsert:expr, $greatest:expr, $setting_upsert:expr) => {
         pub(super) async fn summary(
             pool: &$pool,
             sid: &$crate::model::SessionId,
@@ -217,7 +217,7 @@ macro_rules! keyed_statements {
             let mut tx = pool.begin_with($begin).await?;
             if let Some(epoch) = fence {
                 let stored = lock_epochs(&mut tx, &[row.sid]).await?;
-                if stored.iter().any(|(_, e)| *e > epoch) {
+                if super::rules::is_fenced(stored.first().map(|(_, e)| *e), epoch) {
                     tx.rollback().await?;
                     return Ok(false);
                 }
@@ -244,94 +244,176 @@ macro_rules! keyed_statements {
             Ok(v.unwrap_or(0).max(0) as u64)
         }
 
+        /// The epoch floor of sessions created from now on (a purge raises it).
+        async fn epoch_floor(conn: &mut $conn) -> Result<i64, sqlx::Error> {
+            let v: Option<i64> =
+                sqlx::query_scalar("SELECT value FROM wa_auth_settings WHERE name = 'epoch_floor'")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok(v.unwrap_or(0))
+        }
+
+        /// Creates the session's row if it has none (its epochs start at the floor); whether it
+        /// did.
         async fn ensure_session(
             conn: &mut $conn,
             sid: &str,
             now: i64,
-        ) -> Result<(), sqlx::Error> {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{} wa_auth_sessions (session_id, creds, created_at, updated_at) VALUES (?, NULL, ?, ?)",
+        ) -> Result<bool, sqlx::Error> {
+            let floor = epoch_floor(&mut *conn).await?;
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{} wa_auth_sessions (session_id, creds, created_at, updated_at, epoch_seq) VALUES (?, NULL, ?, ?, ?)",
                 $ignore
             )))
             .bind(sid)
             .bind(now)
             .bind(now)
+            .bind(floor)
+            .execute(&mut *conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// The session's epochs and whether its data is sealed, its row locked for the
+        /// transaction.
+        async fn lock_session_epochs(
+            conn: &mut $conn,
+            sid: &str,
+        ) -> Result<(super::rules::Epochs, bool), sqlx::Error> {
+            let (epoch, seq, sealed): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT epoch, epoch_seq, sealed FROM wa_auth_sessions WHERE session_id = ?{}",
+                $lock
+            )))
+            .bind(sid)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((super::rules::Epochs { epoch, seq }, sealed > 0))
+        }
+
+        async fn set_epochs(
+            conn: &mut $conn,
+            sid: &str,
+            e: super::rules::Epochs,
+            seal: bool,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE wa_auth_sessions SET epoch = ?, epoch_seq = ?, sealed = {}(sealed, ?) WHERE session_id = ?",
+                $greatest
+            )))
+            .bind(e.epoch)
+            .bind(e.seq)
+            .bind(i64::from(seal))
+            .bind(sid)
             .execute(&mut *conn)
             .await?;
             Ok(())
         }
 
+        /// Hands out the session's next epoch (`rules::allocate`), creating its row; and
+        /// whether the session was sealed before.
+        pub(super) async fn allocate_epoch(
+            pool: &$pool,
+            sid: &$crate::model::SessionId,
+            floor: i64,
+            seal: bool,
+            now: i64,
+        ) -> Result<(i64, bool), sqlx::Error> {
+            let mut tx = pool.begin_with($begin).await?;
+            ensure_session(&mut tx, sid, now).await?;
+            let (epochs, sealed) = lock_session_epochs(&mut tx, sid).await?;
+            let e = super::rules::allocate(epochs, floor);
+            set_epochs(&mut tx, sid, super::rules::Epochs { seq: e, ..epochs }, seal).await?;
+            tx.commit().await?;
+            Ok((e, sealed))
+        }
+
+        /// Raises the session's fence to `epoch`; false when its row is gone (purged).
         pub(super) async fn raise_epoch(
             pool: &$pool,
             sid: &$crate::model::SessionId,
             epoch: i64,
-            now: i64,
-        ) -> Result<(), sqlx::Error> {
-            let mut tx = pool.begin_with($begin).await?;
-            ensure_session(&mut tx, sid, now).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE wa_auth_sessions SET epoch = {}(epoch, ?) WHERE session_id = ?",
-                $greatest
+        ) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE wa_auth_sessions SET epoch = {g}(epoch, ?), epoch_seq = {g}(epoch_seq, ?) WHERE session_id = ?",
+                g = $greatest
             )))
             .bind(epoch)
+            .bind(epoch)
             .bind(&**sid)
-            .execute(&mut *tx)
+            .execute(pool)
             .await?;
-            tx.commit().await
+            Ok(done.rows_affected() == 1)
         }
 
-        pub(super) async fn lease_acquire(
+        fn stored_lease(
+            (t, h, epoch, expires_at, acquired_at): (Vec<u8>, Vec<u8>, i64, i64, i64),
+        ) -> super::rules::StoredLease {
+            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+            super::rules::StoredLease {
+                token: text(t),
+                holder: text(h),
+                epoch,
+                expires_at,
+                acquired_at,
+            }
+        }
+
+        /// Takes the session's lease row (a store without Redis) in one transaction with its
+        /// epochs: the decision is `rules::take_lease`.
+        pub(super) async fn lease_take(
             pool: &$pool,
-            req: &super::LeaseRequest<'_>,
-        ) -> Result<super::LeaseRow, sqlx::Error> {
+            req: &super::rules::LeaseRequest<'_>,
+        ) -> Result<(super::rules::Taken, i64, bool), sqlx::Error> {
+            use super::rules::{LeaseWrite, Taken};
             let mut tx = pool.begin_with($begin).await?;
             let now: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {}", $now)))
                 .fetch_one(&mut *tx)
                 .await?;
-            ensure_session(&mut tx, req.sid, now).await?;
-            let session_epoch = lock_epochs(&mut tx, &[&**req.sid])
-                .await?
-                .first()
-                .map_or(0, |(_, e)| *e);
+            let created = ensure_session(&mut tx, req.sid, now).await?;
+            let (epochs, sealed) = lock_session_epochs(&mut tx, req.sid).await?;
             let current: Option<(Vec<u8>, Vec<u8>, i64, i64, i64)> = sqlx::query_as(
                 "SELECT token, holder, epoch, expires_at, acquired_at FROM wa_auth_leases WHERE session_id = ?",
             )
             .bind(&**req.sid)
             .fetch_optional(&mut *tx)
             .await?;
-            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-            let current = current.map(|(t, h, e, x, a)| (text(t), text(h), e, x, a));
-            let row = super::decide_lease(req, current, session_epoch, now);
-            if !row.acquired {
+            let current = current.map(stored_lease);
+            let taken = super::rules::take_lease(req, current.as_ref(), epochs, created, now);
+            let Taken::Granted { lease, epochs, .. } = &taken else {
                 // end the transaction now: a rollback left to the pool would hold the locks
                 tx.rollback().await?;
-                return Ok(row);
+                return Ok((taken, now, sealed));
+            };
+            match lease {
+                LeaseWrite::Keep => {}
+                LeaseWrite::Delete => {
+                    sqlx::query("DELETE FROM wa_auth_leases WHERE session_id = ?")
+                        .bind(&**req.sid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                LeaseWrite::Put(l) => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
+                         VALUES (?, ?, ?, ?, ?, ?) {}",
+                        $lease_upsert
+                    )))
+                    .bind(&**req.sid)
+                    .bind(&l.token)
+                    .bind(&l.holder)
+                    .bind(l.epoch)
+                    .bind(l.expires_at)
+                    .bind(l.acquired_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
-                 VALUES (?, ?, ?, ?, ?, ?) {}",
-                $lease_upsert
-            )))
-            .bind(&**req.sid)
-            .bind(&row.token)
-            .bind(&row.holder)
-            .bind(row.epoch)
-            .bind(row.expires_at)
-            .bind(row.acquired_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE wa_auth_sessions SET epoch = {}(epoch, ?) WHERE session_id = ?",
-                $greatest
-            )))
-            .bind(row.epoch)
-            .bind(&**req.sid)
-            .execute(&mut *tx)
-            .await?;
+            set_epochs(&mut tx, req.sid, *epochs, req.seal).await?;
             tx.commit().await?;
-            Ok(row)
+            Ok((taken, now, sealed))
         }
 
+        /// Extends the lease if `token` holds it and it has not expired (`rules::renew`).
         pub(super) async fn lease_renew(
             pool: &$pool,
             sid: &$crate::model::SessionId,
@@ -339,8 +421,8 @@ macro_rules! keyed_statements {
             ttl_ms: i64,
         ) -> Result<bool, sqlx::Error> {
             let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE wa_auth_leases SET expires_at = {} + ? WHERE session_id = ? AND token = ?",
-                $now
+                "UPDATE wa_auth_leases SET expires_at = {now} + ? WHERE session_id = ? AND token = ? AND expires_at > {now}",
+                now = $now
             )))
             .bind(ttl_ms)
             .bind(&**sid)
@@ -363,10 +445,11 @@ macro_rules! keyed_statements {
             Ok(())
         }
 
+        /// The lease row and the database's clock.
         pub(super) async fn lease_info(
             pool: &$pool,
             sid: &$crate::model::SessionId,
-        ) -> Result<Option<super::LeaseRow>, sqlx::Error> {
+        ) -> Result<Option<(super::rules::StoredLease, i64)>, sqlx::Error> {
             let row: Option<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT token, holder, epoch, expires_at, acquired_at, {} FROM wa_auth_leases WHERE session_id = ?",
@@ -375,23 +458,26 @@ macro_rules! keyed_statements {
                 .bind(&**sid)
                 .fetch_optional(pool)
                 .await?;
-            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-            Ok(row.map(|(token, holder, epoch, expires_at, acquired_at, now)| super::LeaseRow {
-                acquired: false,
-                token: text(token),
-                holder: text(holder),
-                epoch,
-                expires_at,
-                acquired_at,
-                now,
-            }))
+            Ok(row.map(|(t, h, e, x, a, now)| (stored_lease((t, h, e, x, a)), now)))
         }
 
+        /// Removes every row of the session and raises the epoch floor of new sessions above
+        /// its epochs (a holder paused across the purge stays fenced).
         pub(super) async fn purge(
             pool: &$pool,
             sid: &$crate::model::SessionId,
         ) -> Result<(), sqlx::Error> {
             let mut tx = pool.begin_with($begin).await?;
+            let top: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT epoch, epoch_seq FROM wa_auth_sessions WHERE session_id = ?{}",
+                $lock
+            )))
+            .bind(&**sid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((e, q)) = top {
+                raise_setting(&mut tx, "epoch_floor", e.max(q)).await?;
+            }
             for sql in [
                 "DELETE FROM wa_auth_keys WHERE session_id = ?",
                 "DELETE FROM wa_auth_sessions WHERE session_id = ?",
@@ -400,6 +486,20 @@ macro_rules! keyed_statements {
                 sqlx::query(sql).bind(&**sid).execute(&mut *tx).await?;
             }
             tx.commit().await
+        }
+
+        /// One statement, so concurrent raises take the row's lock once (an insert that skips
+        /// an existing row and an update after it would each lock it: two raisers deadlock).
+        async fn raise_setting(conn: &mut $conn, name: &str, value: i64) -> Result<(), sqlx::Error> {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO wa_auth_settings (name, value) VALUES (?, ?) {}",
+                $setting_upsert
+            )))
+            .bind(name)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
         }
     };
 }

@@ -22,19 +22,19 @@
 mod commit;
 mod errors;
 mod keyed;
-mod leases;
 mod mysql;
 mod nodelay;
 pub mod plugin;
 mod postgres;
 pub mod raw;
 mod rows;
+pub mod rules;
+pub mod rules_json;
 mod sqlite;
 
-pub use leases::{LeaseRequest, LeaseRow};
 pub use rows::{CommitError, SessionListing, TypeSummary, VersionedRow, VersionedWrite};
+pub use rules::{Epochs, LeaseRequest, StoredLease, TakeMode, Taken};
 
-pub(crate) use leases::decide_lease;
 pub(crate) use rows::{
     chunks_within, creds_row, statement_chunks, summaries, versioned_rows, KeyRow, Merged,
     SessionRow,
@@ -65,7 +65,7 @@ macro_rules! on_dialect {
 pub(crate) use on_dialect;
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Applies the migrations newer than the recorded version on `$conn` (a transaction or a locked
 /// connection): refuses a schema newer than this build, records each version applied.
 macro_rules! apply_migrations {
@@ -359,6 +359,14 @@ impl SqlStore {
         .await
     }
 
+    /// An epoch the tier handed out, checked against what a version can carry.
+    fn epoch_in_range(e: i64) -> Result<u64> {
+        u64::try_from(e)
+            .ok()
+            .filter(|e| *e <= crate::version::MAX_EPOCH)
+            .ok_or_else(|| Error::Database(format!("the session's epoch {e} is out of range")))
+    }
+
     /// The session's lease epoch as SQL records it (0 for a session SQL does not know).
     pub async fn session_epoch(&self, sid: &SessionId) -> Result<u64> {
         self.call("select epoch", async {
@@ -367,25 +375,64 @@ impl SqlStore {
         .await
     }
 
-    /// Raises the session's recorded lease epoch to `epoch` (creating the session row).
-    pub async fn raise_epoch(&self, sid: &SessionId, epoch: u64) -> Result<()> {
+    /// Hands out the session's next epoch (`rules::allocate`), above `floor` too, creating the
+    /// session's row. Handing out does not fence anyone: [`Self::raise_epoch`] does, once the
+    /// epoch is granted.
+    /// Also says whether the session's data was sealed before; `seal` marks it sealed (the
+    /// caller seals what it writes).
+    pub async fn allocate_epoch(
+        &self,
+        sid: &SessionId,
+        floor: u64,
+        seal: bool,
+    ) -> Result<(u64, bool)> {
         let now = now_ms();
+        let floor = floor.min(crate::version::MAX_EPOCH) as i64;
+        let (e, sealed): (i64, bool) = self
+            .call("allocate epoch", async {
+                let mut tries = 0;
+                loop {
+                    match on_dialect!(&self.pool, allocate_epoch(sid, floor, seal, now)) {
+                        Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
+                        r => return r,
+                    }
+                }
+            })
+            .await?;
+        Ok((Self::epoch_in_range(e)?, sealed))
+    }
+
+    /// Raises the session's fence to `epoch`: writes of lower epochs are refused from now on.
+    /// False when the session's row is gone (purged since the epoch was handed out).
+    pub async fn raise_epoch(&self, sid: &SessionId, epoch: u64) -> Result<bool> {
         self.call("raise epoch", async {
-            on_dialect!(&self.pool, raise_epoch(sid, epoch as i64, now))
+            on_dialect!(&self.pool, raise_epoch(sid, epoch as i64))
         })
         .await
     }
 
-    /// Takes the session's lease row (see `crate::lease`), in one transaction with the
-    /// session's epoch.
-    pub async fn lease_acquire(&self, req: &LeaseRequest<'_>) -> Result<LeaseRow> {
-        self.call("acquire lease", async {
-            on_dialect!(&self.pool, lease_acquire(req))
-        })
-        .await
+    /// Takes the session's lease row (a store without Redis; see `crate::lease`), in one
+    /// transaction with the session's epochs. Returns the decision, the database's clock, and
+    /// whether the session's data was sealed before (a grant to a taker that seals marks it).
+    pub async fn lease_take(&self, req: &LeaseRequest<'_>) -> Result<(Taken, i64, bool)> {
+        let out = self
+            .call("take lease", async {
+                let mut tries = 0;
+                loop {
+                    match on_dialect!(&self.pool, lease_take(req)) {
+                        Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
+                        r => return r,
+                    }
+                }
+            })
+            .await?;
+        if let Taken::Granted { epoch, .. } = out.0 {
+            Self::epoch_in_range(epoch)?;
+        }
+        Ok(out)
     }
 
-    /// Extends the lease if `token` still holds it.
+    /// Extends the lease if `token` holds it and it has not expired.
     pub async fn lease_renew(&self, sid: &SessionId, token: &str, ttl_ms: i64) -> Result<bool> {
         self.call("renew lease", async {
             on_dialect!(&self.pool, lease_renew(sid, token, ttl_ms))
@@ -401,7 +448,7 @@ impl SqlStore {
     }
 
     /// The lease row, with the database's clock.
-    pub async fn lease_info(&self, sid: &SessionId) -> Result<Option<LeaseRow>> {
+    pub async fn lease_info(&self, sid: &SessionId) -> Result<Option<(StoredLease, i64)>> {
         self.call("lease info", async {
             on_dialect!(&self.pool, lease_info(sid))
         })

@@ -53,6 +53,19 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         3,
         &["ALTER TABLE wa_auth_leases ADD COLUMN token VARBINARY(64) NOT NULL DEFAULT ''"],
     ),
+    (
+        4,
+        &[
+            "ALTER TABLE wa_auth_sessions ADD COLUMN epoch_seq BIGINT NOT NULL DEFAULT 0",
+            "CREATE TABLE IF NOT EXISTS wa_auth_settings (
+            name VARBINARY(64) NOT NULL PRIMARY KEY,
+            value BIGINT NOT NULL) ENGINE=InnoDB",
+        ],
+    ),
+    (
+        5,
+        &["ALTER TABLE wa_auth_sessions ADD COLUMN sealed BIGINT NOT NULL DEFAULT 0"],
+    ),
 ];
 
 // In ON DUPLICATE KEY UPDATE, assignments see the columns already assigned to their left: the
@@ -79,7 +92,8 @@ keyed_statements!(
     "INSERT IGNORE INTO",
     "ON DUPLICATE KEY UPDATE token = VALUES(token), holder = VALUES(holder), epoch = VALUES(epoch),
        expires_at = VALUES(expires_at), acquired_at = VALUES(acquired_at)",
-    "GREATEST"
+    "GREATEST",
+    "ON DUPLICATE KEY UPDATE value = GREATEST(value, VALUES(value))"
 );
 
 pub(super) async fn connect(opts: &SqlOptions) -> Result<MySqlPool, sqlx::Error> {
@@ -105,7 +119,13 @@ async fn prepare(conn: &mut MySqlConnection, port: u16) -> Result<(), sqlx::Erro
     // before it may insert them: concurrent writes of new sessions deadlock. Every write here is
     // one short transaction; READ COMMITTED is what it needs.
     sqlx::query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .execute(conn)
+        .execute(&mut *conn)
+        .await?;
+    // The lease clock is `UNIX_TIMESTAMP(NOW(3))`, which reads NOW() in the connection's time
+    // zone: in a zone with daylight saving time, the hour that repeats in autumn maps to two
+    // instants and leases would expire an hour off. UTC has no such hour.
+    sqlx::query("SET time_zone = '+00:00'")
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use super::rules::{Epochs, LeaseRequest, StoredLease, TakeMode, Taken};
 use crate::model::{SessionId, Value};
 
 /// How the core reaches a plug-in: one request, one answer, both JSON text. An `Err` is the
@@ -181,63 +182,135 @@ pub(super) async fn clear(
     .await
 }
 
+#[derive(Deserialize)]
+struct Allocated {
+    epoch: i64,
+    sealed: bool,
+}
+
+pub(super) async fn allocate_epoch(
+    p: &Plugin,
+    sid: &SessionId,
+    floor: i64,
+    seal: bool,
+    _now: i64,
+) -> Result<(i64, bool), sqlx::Error> {
+    let a: Allocated = call(
+        p,
+        json!({"op": "allocateEpoch", "sid": &**sid, "floor": floor, "seal": seal}),
+    )
+    .await?;
+    Ok((a.epoch, a.sealed))
+}
+
 pub(super) async fn raise_epoch(
     p: &Plugin,
     sid: &SessionId,
     epoch: i64,
-    _now: i64,
-) -> Result<(), sqlx::Error> {
-    let _: Json = call(
+) -> Result<bool, sqlx::Error> {
+    call(
         p,
         json!({"op": "raiseEpoch", "sid": &**sid, "epoch": epoch}),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
+/// A lease row as the plug-in's driver sends it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LeaseAnswer {
-    acquired: bool,
+pub(crate) struct LeaseAnswer {
     token: String,
     holder: String,
     epoch: i64,
     expires_at: i64,
     acquired_at: i64,
-    now: i64,
 }
 
-impl From<LeaseAnswer> for super::LeaseRow {
+impl From<LeaseAnswer> for StoredLease {
     fn from(a: LeaseAnswer) -> Self {
-        super::LeaseRow {
-            acquired: a.acquired,
+        StoredLease {
             token: a.token,
             holder: a.holder,
             epoch: a.epoch,
             expires_at: a.expires_at,
             acquired_at: a.acquired_at,
-            now: a.now,
         }
     }
 }
 
-pub(super) async fn lease_acquire(
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TakeAnswer {
+    taken: String,
+    epoch: i64,
+    #[serde(default)]
+    acquired_at: i64,
+    #[serde(default)]
+    expires_at: i64,
+    #[serde(default)]
+    lease: Option<LeaseAnswer>,
+    #[serde(default)]
+    sealed: bool,
+    now: i64,
+}
+
+/// The request of a lease decision, as the driver passes it to `rules::take_lease` (through the
+/// binding's `persistenceRule`).
+pub(crate) fn take_request(req: &LeaseRequest<'_>) -> Json {
+    let (mode, force, check_live, since) = match req.mode {
+        TakeMode::Acquire { force } => ("acquire", force, true, 0),
+        TakeMode::Claim { force, check_live } => ("claim", force, check_live, 0),
+        TakeMode::Reacquire { since } => ("reacquire", false, true, since),
+    };
+    json!({
+        "sid": &**req.sid,
+        "token": req.token,
+        "holder": req.holder,
+        "ttlMs": req.ttl_ms,
+        "mode": mode,
+        "force": force,
+        "checkLive": check_live,
+        "since": since,
+        "floor": req.floor,
+        "seal": req.seal,
+    })
+}
+
+pub(super) async fn lease_take(
     p: &Plugin,
-    req: &super::LeaseRequest<'_>,
-) -> Result<super::LeaseRow, sqlx::Error> {
-    let a: LeaseAnswer = call(
-        p,
-        json!({
-            "op": "leaseAcquire",
-            "sid": &**req.sid,
-            "token": req.token,
-            "holder": req.holder,
-            "ttlMs": req.ttl_ms,
-            "force": req.force,
-        }),
-    )
-    .await?;
-    Ok(a.into())
+    req: &LeaseRequest<'_>,
+) -> Result<(Taken, i64, bool), sqlx::Error> {
+    let mut request = take_request(req);
+    request["op"] = json!("leaseTake");
+    let a: TakeAnswer = call(p, request).await?;
+    let taken = match a.taken.as_str() {
+        "granted" => Taken::Granted {
+            epoch: a.epoch,
+            acquired_at: a.acquired_at,
+            expires_at: a.expires_at,
+            // what the driver wrote is its own business: the store reads the outcome only
+            lease: super::rules::LeaseWrite::Keep,
+            epochs: Epochs {
+                epoch: a.epoch,
+                seq: a.epoch,
+            },
+        },
+        "held" => Taken::Held(
+            a.lease
+                .ok_or_else(|| {
+                    protocol("persistence plug-in answered held without the lease".into())
+                })?
+                .into(),
+        ),
+        "moved" => Taken::Moved { epoch: a.epoch },
+        other => {
+            return Err(protocol(format!(
+                "persistence plug-in answered leaseTake with '{}'",
+                other.chars().take(20).collect::<String>()
+            )))
+        }
+    };
+    Ok((taken, a.now, a.sealed))
 }
 
 pub(super) async fn lease_renew(
@@ -266,15 +339,20 @@ pub(super) async fn lease_release(
     Ok(())
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InfoAnswer {
+    #[serde(flatten)]
+    lease: LeaseAnswer,
+    now: i64,
+}
+
 pub(super) async fn lease_info(
     p: &Plugin,
     sid: &SessionId,
-) -> Result<Option<super::LeaseRow>, sqlx::Error> {
-    let a: Option<LeaseAnswer> = call(p, json!({"op": "leaseInfo", "sid": &**sid})).await?;
-    Ok(a.map(|a| super::LeaseRow {
-        acquired: false,
-        ..a.into()
-    }))
+) -> Result<Option<(StoredLease, i64)>, sqlx::Error> {
+    let a: Option<InfoAnswer> = call(p, json!({"op": "leaseInfo", "sid": &**sid})).await?;
+    Ok(a.map(|a| (a.lease.into(), a.now)))
 }
 
 #[derive(Deserialize)]

@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use super::rules::{self, Epochs, LeaseRequest, LeaseWrite, StoredLease, Taken};
 use super::{
-    apply_migrations, chunks_within, creds_row, decide_lease, versioned_rows, KeyRow, LeaseRequest,
-    LeaseRow, Merged, SessionRow, VersionedRow,
+    apply_migrations, chunks_within, creds_row, versioned_rows, KeyRow, Merged, SessionRow,
+    VersionedRow,
 };
 use crate::config::SqlOptions;
 use crate::model::{SessionId, Value};
@@ -62,6 +63,17 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     (
         3,
         &["ALTER TABLE wa_auth_leases ADD COLUMN IF NOT EXISTS token TEXT NOT NULL DEFAULT ''"],
+    ),
+    (
+        4,
+        &[
+            "ALTER TABLE wa_auth_sessions ADD COLUMN IF NOT EXISTS epoch_seq BIGINT NOT NULL DEFAULT 0",
+            "CREATE TABLE IF NOT EXISTS wa_auth_settings (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        ],
+    ),
+    (
+        5,
+        &["ALTER TABLE wa_auth_sessions ADD COLUMN IF NOT EXISTS sealed BIGINT NOT NULL DEFAULT 0"],
     ),
 ];
 
@@ -135,35 +147,42 @@ const UPSERT_KEYS: &str = "INSERT INTO wa_auth_keys (session_id, type, id, value
        value = EXCLUDED.value, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
      WHERE wa_auth_keys.version < EXCLUDED.version";
 
-/// Both upserts in one statement (CTEs), the key upsert's parameters renumbered after the
-/// session upsert's, fenced: the session upsert updates a session row under a lease ($13 ids,
-/// $14 epochs) only while its stored epoch is not above the writer's, and returns the sessions
-/// it inserted or updated; the key upsert writes only their keys; the sessions left out are
-/// returned as fenced. ON CONFLICT DO UPDATE locks the row and judges its WHERE on the row's
-/// latest committed version, so a lease taken concurrently is seen. A session row that does not
-/// exist yet has no lease epoch to fence with (it is inserted). An earlier form locked the rows
-/// first in a CTE of its own: a second pass over each row (a row lock, with its WAL record),
-/// ~8 % of the statement's time on loopback.
+/// A commit in one statement (CTEs): the session rows of fenced writes ($13 ids, $14 the
+/// writers' epochs) are updated, never inserted, and only while their stored epoch is not above
+/// the writer's (a writer's row exists from the moment it took its epoch: a missing one was
+/// purged since, and the write is fenced too); the session rows of unfenced writes (flushes) are
+/// upserted; the keys are written for the sessions either step wrote; the fenced sessions are
+/// returned. An UPDATE locks the row and judges its WHERE on the row's latest committed version,
+/// so an epoch taken concurrently is seen. The key upsert's parameters follow the sessions'.
 static COMBINED: LazyLock<String> = LazyLock::new(|| {
     let keys = (1..=6).fold(UPSERT_KEYS.to_string(), |sql, n| {
         sql.replace(&format!("${n}"), &format!("${}", n + 6))
     });
-    let sessions = format!(
-        "{UPSERT_SESSIONS}
-     WHERE wa_auth_sessions.epoch <= COALESCE(
-       (SELECT e.ep FROM UNNEST($13::text[], $14::bigint[]) AS e(s, ep) WHERE e.s = EXCLUDED.session_id),
-       wa_auth_sessions.epoch)
-     RETURNING session_id"
-    );
     let keys = keys.replacen(
         "ON CONFLICT",
-        "WHERE t.s IN (SELECT session_id FROM s) ON CONFLICT",
+        "WHERE t.s IN (SELECT session_id FROM u UNION ALL SELECT session_id FROM i) ON CONFLICT",
+        1,
+    );
+    let inserts = UPSERT_SESSIONS.replacen(
+        "AS t(s, c, cv, v, cl)",
+        "AS t(s, c, cv, v, cl) WHERE t.s NOT IN (SELECT fe.s FROM fe)",
         1,
     );
     format!(
-        "WITH s AS ({sessions}),
+        "WITH fe AS (SELECT * FROM UNNEST($13::text[], $14::bigint[]) AS fe(s, ep)),
+              u AS (UPDATE wa_auth_sessions w SET
+                      creds = CASE WHEN t.cv > w.creds_version THEN t.c ELSE w.creds END,
+                      creds_version = GREATEST(w.creds_version, t.cv),
+                      version = GREATEST(w.version, t.v),
+                      cleared_version = GREATEST(w.cleared_version, t.cl),
+                      updated_at = $6
+                    FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(s, c, cv, v, cl)
+                    JOIN fe ON fe.s = t.s
+                    WHERE w.session_id = t.s AND w.epoch <= fe.ep
+                    RETURNING w.session_id),
+              i AS ({inserts} RETURNING session_id),
               k AS ({keys} RETURNING 1)
-         SELECT e.s FROM UNNEST($13::text[]) AS e(s) WHERE e.s NOT IN (SELECT session_id FROM s)"
+         SELECT fe.s FROM fe WHERE fe.s NOT IN (SELECT session_id FROM u)"
     )
 });
 
@@ -361,7 +380,7 @@ pub(super) async fn clear(
         .bind(row.sid)
         .fetch_optional(&mut *tx)
         .await?;
-        if stored.is_some_and(|s| s > epoch) {
+        if super::rules::is_fenced(stored, epoch) {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -388,83 +407,149 @@ pub(super) async fn session_epoch(pool: &PgPool, sid: &SessionId) -> Result<u64,
     Ok(v.unwrap_or(0).max(0) as u64)
 }
 
+/// The epoch floor of sessions created from now on (a purge raises it: see `purge`).
+const FLOOR: &str = "COALESCE((SELECT value FROM wa_auth_settings WHERE name = 'epoch_floor'), 0)";
+
+/// Hands out the session's next epoch (`rules::allocate`), creating its row: the row of a new
+/// session starts above the epoch floor.
+/// Whether the session was sealed before (a writer that does not seal must not take it: the
+/// caller refuses, and the epoch handed out fences nobody).
+pub(super) async fn allocate_epoch(
+    pool: &PgPool,
+    sid: &SessionId,
+    floor: i64,
+    seal: bool,
+    now: i64,
+) -> Result<(i64, bool), sqlx::Error> {
+    let (epoch, sealed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH before AS (SELECT sealed FROM wa_auth_sessions WHERE session_id = $1)
+         INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at, epoch_seq, sealed)
+         VALUES ($1, NULL, $3, $3, GREATEST($2, {FLOOR}) + 1, $4)
+         ON CONFLICT (session_id) DO UPDATE SET
+           epoch_seq = GREATEST(wa_auth_sessions.epoch_seq, wa_auth_sessions.epoch, $2) + 1,
+           sealed = GREATEST(wa_auth_sessions.sealed, EXCLUDED.sealed)
+         RETURNING epoch_seq, COALESCE((SELECT sealed FROM before), 0)"
+    )))
+    .bind(&**sid)
+    .bind(floor)
+    .bind(now)
+    .bind(i64::from(seal))
+    .fetch_one(pool)
+    .await?;
+    Ok((epoch, sealed > 0))
+}
+
+/// Raises the session's fence to `epoch` (granted elsewhere). False when the row is gone (the
+/// session was purged after the epoch was handed out).
 pub(super) async fn raise_epoch(
     pool: &PgPool,
     sid: &SessionId,
     epoch: i64,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO wa_auth_sessions (session_id, creds, epoch, created_at, updated_at)
-         VALUES ($1, NULL, $2, $3, $3)
-         ON CONFLICT (session_id) DO UPDATE SET epoch = GREATEST(wa_auth_sessions.epoch, EXCLUDED.epoch)",
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE wa_auth_sessions SET epoch = GREATEST(epoch, $2), epoch_seq = GREATEST(epoch_seq, $2)
+         WHERE session_id = $1",
     )
     .bind(&**sid)
     .bind(epoch)
-    .bind(now)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 type LeaseColumns = (String, String, i64, i64, i64);
 
-pub(super) async fn lease_acquire(
+fn stored_lease((token, holder, epoch, expires_at, acquired_at): LeaseColumns) -> StoredLease {
+    StoredLease {
+        token,
+        holder,
+        epoch,
+        expires_at,
+        acquired_at,
+    }
+}
+
+/// Takes the session's lease row (a store without Redis), in one transaction with its epochs:
+/// the decision is `rules::take_lease`.
+pub(super) async fn lease_take(
     pool: &PgPool,
     req: &LeaseRequest<'_>,
-) -> Result<LeaseRow, sqlx::Error> {
+) -> Result<(Taken, i64, bool), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let now: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {NOW_MS}")))
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at)
-         VALUES ($1, NULL, $2, $2) ON CONFLICT (session_id) DO NOTHING",
-    )
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at, epoch_seq)
+         VALUES ($1, NULL, $2, $2, {FLOOR}) ON CONFLICT (session_id) DO NOTHING"
+    )))
     .bind(&**req.sid)
     .bind(now)
     .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let (epoch, seq, sealed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT epoch, epoch_seq, sealed FROM wa_auth_sessions WHERE session_id = $1 FOR UPDATE",
+    )
+    .bind(&**req.sid)
+    .fetch_one(&mut *tx)
     .await?;
-    let session_epoch: i64 =
-        sqlx::query_scalar("SELECT epoch FROM wa_auth_sessions WHERE session_id = $1 FOR UPDATE")
-            .bind(&**req.sid)
-            .fetch_one(&mut *tx)
-            .await?;
     let current: Option<LeaseColumns> = sqlx::query_as(
         "SELECT token, holder, epoch, expires_at, acquired_at FROM wa_auth_leases WHERE session_id = $1",
     )
     .bind(&**req.sid)
     .fetch_optional(&mut *tx)
     .await?;
-    let row = decide_lease(req, current, session_epoch, now);
-    if !row.acquired {
+    let current = current.map(stored_lease);
+    let epochs = Epochs { epoch, seq };
+    let taken = rules::take_lease(req, current.as_ref(), epochs, created, now);
+    let Taken::Granted { lease, epochs, .. } = &taken else {
         // end the transaction now: a rollback left to the pool would hold the locks meanwhile
         tx.rollback().await?;
-        return Ok(row);
+        return Ok((taken, now, sealed > 0));
+    };
+    match lease {
+        LeaseWrite::Keep => {}
+        LeaseWrite::Delete => {
+            sqlx::query("DELETE FROM wa_auth_leases WHERE session_id = $1")
+                .bind(&**req.sid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        LeaseWrite::Put(l) => {
+            sqlx::query(
+                "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (session_id) DO UPDATE SET token = EXCLUDED.token, holder = EXCLUDED.holder,
+                   epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at",
+            )
+            .bind(&**req.sid)
+            .bind(&l.token)
+            .bind(&l.holder)
+            .bind(l.epoch)
+            .bind(l.expires_at)
+            .bind(l.acquired_at)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     sqlx::query(
-        "INSERT INTO wa_auth_leases (session_id, token, holder, epoch, expires_at, acquired_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (session_id) DO UPDATE SET token = EXCLUDED.token, holder = EXCLUDED.holder,
-           epoch = EXCLUDED.epoch, expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at",
+        "UPDATE wa_auth_sessions SET epoch = $2, epoch_seq = $3, sealed = GREATEST(sealed, $4)
+         WHERE session_id = $1",
     )
     .bind(&**req.sid)
-    .bind(&row.token)
-    .bind(&row.holder)
-    .bind(row.epoch)
-    .bind(row.expires_at)
-    .bind(row.acquired_at)
+    .bind(epochs.epoch)
+    .bind(epochs.seq)
+    .bind(i64::from(req.seal))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE wa_auth_sessions SET epoch = GREATEST(epoch, $2) WHERE session_id = $1")
-        .bind(&**req.sid)
-        .bind(row.epoch)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok(row)
+    Ok((taken, now, sealed > 0))
 }
 
+/// Extends the lease if `token` holds it and it has not expired (`rules::renew`): a lapsed
+/// lease is taken again through `lease_take`, never extended.
 pub(super) async fn lease_renew(
     pool: &PgPool,
     sid: &SessionId,
@@ -472,7 +557,8 @@ pub(super) async fn lease_renew(
     ttl_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE wa_auth_leases SET expires_at = {NOW_MS} + $3 WHERE session_id = $1 AND token = $2"
+        "UPDATE wa_auth_leases SET expires_at = {NOW_MS} + $3
+         WHERE session_id = $1 AND token = $2 AND expires_at > {NOW_MS}"
     )))
     .bind(&**sid)
     .bind(token)
@@ -495,10 +581,11 @@ pub(super) async fn lease_release(
     Ok(())
 }
 
+/// The lease row and the database's clock.
 pub(super) async fn lease_info(
     pool: &PgPool,
     sid: &SessionId,
-) -> Result<Option<LeaseRow>, sqlx::Error> {
+) -> Result<Option<(StoredLease, i64)>, sqlx::Error> {
     let row: Option<(String, String, i64, i64, i64, i64)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT token, holder, epoch, expires_at, acquired_at, {NOW_MS} FROM wa_auth_leases WHERE session_id = $1"
@@ -506,21 +593,23 @@ pub(super) async fn lease_info(
         .bind(&**sid)
         .fetch_optional(pool)
         .await?;
-    Ok(row.map(
-        |(token, holder, epoch, expires_at, acquired_at, now)| LeaseRow {
-            acquired: false,
-            token,
-            holder,
-            epoch,
-            expires_at,
-            acquired_at,
-            now,
-        },
-    ))
+    Ok(row.map(|(t, h, e, x, a, now)| (stored_lease((t, h, e, x, a)), now)))
 }
 
+/// Removes every row of the session, and raises the epoch floor of new sessions above its
+/// epochs: a holder paused across the purge stays fenced (its row is gone), and the session's
+/// next writer starts above every epoch it had.
 pub(super) async fn purge(pool: &PgPool, sid: &SessionId) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let top: Option<i64> = sqlx::query_scalar(
+        "SELECT GREATEST(epoch, epoch_seq) FROM wa_auth_sessions WHERE session_id = $1 FOR UPDATE",
+    )
+    .bind(&**sid)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(top) = top {
+        raise_setting(&mut tx, "epoch_floor", top).await?;
+    }
     for sql in [
         "DELETE FROM wa_auth_keys WHERE session_id = $1",
         "DELETE FROM wa_auth_sessions WHERE session_id = $1",
@@ -529,6 +618,18 @@ pub(super) async fn purge(pool: &PgPool, sid: &SessionId) -> Result<(), sqlx::Er
         sqlx::query(sql).bind(&**sid).execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+async fn raise_setting(conn: &mut PgConnection, name: &str, value: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wa_auth_settings (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = GREATEST(wa_auth_settings.value, EXCLUDED.value)",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn summary(

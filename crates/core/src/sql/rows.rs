@@ -182,11 +182,16 @@ impl<'a> Merged<'a> {
         }
     }
 
-    /// The sessions whose stored epoch (`epochs`) is above the epoch their writes carry.
+    /// The sessions whose writes are fenced ([`super::rules::is_fenced`]): their stored epoch
+    /// (`epochs`, of the rows that exist) is above the epoch their writes carry, or their row is
+    /// gone.
     pub fn fenced(&self, epochs: &[(String, i64)]) -> Vec<String> {
         self.fences
             .iter()
-            .filter(|(sid, e)| epochs.iter().any(|(s, stored)| s == sid && stored > e))
+            .filter(|(sid, e)| {
+                let stored = epochs.iter().find(|(s, _)| s == sid).map(|(_, v)| *v);
+                super::rules::is_fenced(stored, *e)
+            })
             .map(|(sid, _)| sid.to_string())
             .collect()
     }

@@ -63,6 +63,17 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         3,
         &["ALTER TABLE wa_auth_leases ADD COLUMN token TEXT NOT NULL DEFAULT ''"],
     ),
+    (
+        4,
+        &[
+            "ALTER TABLE wa_auth_sessions ADD COLUMN epoch_seq INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE IF NOT EXISTS wa_auth_settings (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL)",
+        ],
+    ),
+    (
+        5,
+        &["ALTER TABLE wa_auth_sessions ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0"],
+    ),
 ];
 
 keyed_statements!(
@@ -85,7 +96,8 @@ keyed_statements!(
     "INSERT OR IGNORE INTO",
     "ON CONFLICT (session_id) DO UPDATE SET token = excluded.token, holder = excluded.holder,
        epoch = excluded.epoch, expires_at = excluded.expires_at, acquired_at = excluded.acquired_at",
-    "MAX"
+    "MAX",
+    "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)"
 );
 
 fn is_memory(url: &str) -> bool {

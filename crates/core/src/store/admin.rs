@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::{AuthStore, Op, Ticket};
 use crate::error::{Error, Result};
 use crate::ident;
-use crate::lease::Fence;
+use crate::lease::{locked, Fence};
 use crate::model::{KeyWrite, SessionId, WriteBatch, WriteOptions};
 use crate::sql::TypeSummary;
 
@@ -58,11 +58,18 @@ impl AuthStore {
         let ticket = self.ticket(sid);
         ticket.slot.wait_turn(ticket.n).await;
         let fence = self.fence(sid, force).await?;
-        let r = self.rekey_in_turn(sid, fence, ticket).await;
-        if fence.release {
-            self.release_lease(sid).await?;
-        }
-        r
+        // what it writes back was read under this fence: if another writer took the session
+        // meanwhile, the rewrite is refused, never claimed again over that writer's records
+        let once = Fence {
+            claimed: false,
+            ..fence
+        };
+        self.rekey_in_turn(sid, once, ticket).await.map_err(|e| match e {
+            Error::SessionLocked(_) if fence.claimed => locked(
+                "another writer wrote the session while it was rekeyed; nothing was rewritten: run rekey again",
+            ),
+            e => e,
+        })
     }
 
     pub(super) async fn rekey_in_turn(
@@ -106,12 +113,8 @@ impl AuthStore {
         if batch.is_empty() {
             return Ok(report);
         }
-        let unfenced = Fence {
-            release: false,
-            ..fence
-        };
         report.version = self
-            .write_fenced(sid, batch, &WriteOptions::default(), Some(unfenced), ticket)
+            .write_fenced(sid, batch, &WriteOptions::default(), Some(fence), ticket)
             .await?;
         Ok(report)
     }

@@ -113,21 +113,29 @@ impl Pipeline {
 }
 
 /// Copies a session's dirty records from Redis to SQL (each at the version that wrote it, so
-/// only over older rows) and clears their marks. A mark whose record Redis no longer holds
-/// (expired, evicted by a Redis `maxmemory-policy`) is reported and dropped: SQL's older copy is
+/// only over older rows) and clears their marks; returns how many it copied. A mark whose record
+/// Redis no longer holds is reported (each one, counted by type) and dropped: SQL's older copy is
 /// all that is left.
 pub(super) async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64> {
+    flush_marks(tiers, sid).await.map(|(n, _)| n)
+}
+
+/// [`flush_session`], also returning the marks it settled (name, version written to SQL).
+pub(super) async fn flush_marks(
+    tiers: &Tiers,
+    sid: &SessionId,
+) -> Result<(u64, Vec<(String, u64)>)> {
     let (Some(redis), Some(sql)) = (&tiers.redis, &tiers.sql) else {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     };
     let marks = redis.dirty_records(sid).await?;
     if marks.is_empty() {
         redis.unindex_if_clean(sid).await?;
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let mut by_version: BTreeMap<u64, WriteBatch> = BTreeMap::new();
     let mut done: Vec<(String, u64, bool)> = Vec::with_capacity(marks.len());
-    let mut lost = 0u64;
+    let mut lost: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_type: BTreeMap<String, Vec<(String, String, u64)>> = BTreeMap::new();
     for (name, mark) in marks {
         if name == NOSQL_RECORD {
@@ -143,7 +151,7 @@ pub(super) async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64>
                     done.push((name, version, false));
                 }
                 _ => {
-                    lost += 1;
+                    *lost.entry("creds".into()).or_default() += 1;
                     done.push((name, mark, false));
                 }
             }
@@ -177,16 +185,25 @@ pub(super) async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64>
                     done.push((name, version, tomb));
                 }
                 _ => {
-                    lost += 1;
+                    *lost.entry(kind.clone()).or_default() += 1;
                     done.push((name, mark, false));
                 }
             }
         }
     }
-    if lost > 0 {
+    if !lost.is_empty() {
+        let total: u64 = lost.values().sum();
+        tiers
+            .counters
+            .records_lost
+            .fetch_add(total, Ordering::Relaxed);
+        let by_type: Vec<String> = lost.iter().map(|(k, n)| format!("{k} {n}")).collect();
         tiers.events.warn(
             "WARN_RECORD_LOST",
-            &format!("{lost} record(s) written to Redis only were gone from Redis before they were flushed (expired, or evicted by Redis' maxmemory-policy); SQL keeps its older copy"),
+            &format!(
+                "{total} record(s) of a session written to Redis only were gone from Redis before they were flushed ({}); SQL keeps its older copy of each, or none",
+                by_type.join(", ")
+            ),
         );
     }
     let writes: Vec<VersionedWrite<'_>> = by_version
@@ -207,5 +224,5 @@ pub(super) async fn flush_session(tiers: &Tiers, sid: &SessionId) -> Result<u64>
     }
     redis.clean(sid, &done).await?;
     redis.unindex_if_clean(sid).await?;
-    Ok(flushed)
+    Ok((flushed, done.into_iter().map(|(n, v, _)| (n, v)).collect()))
 }

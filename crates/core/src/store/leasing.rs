@@ -23,6 +23,7 @@ impl AuthStore {
             events: &t.events,
             forget: self,
             leases_on: t.leases_on,
+            sealing: t.keyring.is_some(),
         }
     }
 

@@ -35,7 +35,10 @@ use crate::redis::RedisTier;
 use crate::sql::SqlStore;
 
 mod admin;
+mod apply;
+mod commit;
 mod flush;
+mod job;
 mod leasing;
 mod pipeline;
 mod read;
@@ -48,8 +51,9 @@ pub use admin::{RekeyReport, SessionInfo};
 pub use slot::Ticket;
 pub use tiers::StoreStats;
 
-use flush::flush_session;
-use pipeline::{Job, Op, Pipeline, WriteJob, REDIS_LANES};
+use flush::{flush_marks, flush_session};
+use job::{Job, Op, WriteJob};
+use pipeline::{Pipeline, REDIS_LANES};
 use repair::{rebuild, recover_write, suspect};
 use slot::Slot;
 use tiers::{Counters, Tiers};
@@ -119,6 +123,7 @@ impl AuthStore {
             counters: Counters::default(),
             leases: Leases::default(),
             leases_on: options.leases,
+            keyring: options.encryption.clone(),
         });
         let pipeline = Arc::new(Pipeline {
             tiers: tiers.clone(),
@@ -208,6 +213,7 @@ impl AuthStore {
             errors,
             flush_dirty_sessions: c.flush_dirty.load(Ordering::Relaxed),
             last_flush_ms: Some(c.last_flush_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
+            records_lost: c.records_lost.load(Ordering::Relaxed),
         }
     }
 

@@ -18,12 +18,14 @@ impl AuthStore {
         &self,
         sid: &SessionId,
         record: Record<'_>,
+        version: u64,
         stored: Value,
     ) -> Result<Value> {
         expand(crypto::reveal(
             self.keyring.as_deref(),
             sid,
             record,
+            version,
             stored,
         )?)
     }
@@ -39,7 +41,7 @@ impl AuthStore {
             return Ok(Some(v));
         }
         let epoch = cache.map(|c| c.epoch());
-        let mut found: Option<Value> = None;
+        let mut found: Option<(u64, Value)> = None;
         let mut warm_gen = None;
         if let Some(redis) = &t.redis {
             let slot = self.pipeline.session(sid).await?;
@@ -51,7 +53,10 @@ impl AuthStore {
                 slot.raise_floor(meta.ver);
                 t.counters.redis(rec.is_some() as usize, 1);
                 match rec {
-                    Some(Opened { value: Some(v), .. }) => found = Some(v),
+                    Some(Opened {
+                        version,
+                        value: Some(v),
+                    }) => found = Some((version, v)),
                     Some(Opened { value: None, .. }) => return Ok(None),
                     None => warm_gen = Some(meta.gen),
                 }
@@ -70,12 +75,12 @@ impl AuthStore {
                             );
                         }
                     }
-                    found = Some(v);
+                    found = Some((version, v));
                 }
             }
         }
         let found = found
-            .map(|v| self.reveal(sid, Record::Creds, v))
+            .map(|(version, v)| self.reveal(sid, Record::Creds, version, v))
             .transpose()?;
         if let (Some(cache), Some(epoch), Some(v)) = (cache, epoch, &found) {
             cache.fill_creds(epoch, sid, v);
@@ -150,9 +155,12 @@ impl AuthStore {
                 let asked = todo.len();
                 for (&i, rec) in todo.iter().zip(got) {
                     match rec {
-                        Some(Opened { value: Some(v), .. }) => {
+                        Some(Opened {
+                            version,
+                            value: Some(v),
+                        }) => {
                             let record = Record::Key { kind, id: &ids[i] };
-                            out[i] = Some(self.reveal(sid, record, v)?);
+                            out[i] = Some(self.reveal(sid, record, version, v)?);
                             filled.push(i);
                         }
                         // deleted in Redis only (write-behind): SQL's copy is older
@@ -171,12 +179,14 @@ impl AuthStore {
                 let rows = sql.get_keys(sid, kind, &want).await?;
                 t.counters.sql(rows.len(), todo.len());
                 if !rows.is_empty() {
-                    let by_id: HashMap<&str, &Value> =
-                        rows.iter().map(|r| (r.id.as_str(), &r.value)).collect();
+                    let by_id: HashMap<&str, (u64, &Value)> = rows
+                        .iter()
+                        .map(|r| (r.id.as_str(), (r.version, &r.value)))
+                        .collect();
                     for &i in &todo {
-                        if let Some(v) = by_id.get(ids[i].as_str()) {
+                        if let Some((version, v)) = by_id.get(ids[i].as_str()) {
                             let record = Record::Key { kind, id: &ids[i] };
-                            out[i] = Some(self.reveal(sid, record, (*v).clone())?);
+                            out[i] = Some(self.reveal(sid, record, *version, (*v).clone())?);
                             filled.push(i);
                         }
                     }

@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{flush_session, Job, Op, Pipeline, Slot, Tiers};
+use super::{flush_marks, Job, Op, Pipeline, Slot, Tiers};
 use crate::error::{Error, Result};
 use crate::model::SessionId;
 use crate::redis::{Applied, Durability, WriteStamp};
@@ -92,10 +92,10 @@ pub(super) async fn recover_write(tiers: &Tiers, job: &Job, v: u64) -> Result<()
     let stamp = WriteStamp {
         version: v,
         floor,
-        epoch: w.epoch,
+        epoch: Some(w.fence.epoch),
     };
     match redis
-        .write(&job.sid, &w.batch, stamp, w.ttl, durability)
+        .write(&job.sid, w.stored(), stamp, w.ttl, durability)
         .await?
     {
         Applied::Yes => {
@@ -111,7 +111,8 @@ pub(super) async fn recover_write(tiers: &Tiers, job: &Job, v: u64) -> Result<()
 }
 
 /// Makes a session's Redis copy consistent with SQL again: flushes its dirty records (only over
-/// older SQL rows), then drops everything else and sets its version to SQL's. Without SQL,
+/// older SQL rows), then drops everything else (but records written to Redis only after the
+/// flush began: another process's write-behind) and raises its version to SQL's. Without SQL,
 /// accepts what Redis has. Returns the new floor.
 pub(super) async fn rebuild(tiers: &Tiers, sid: &SessionId, slot: &Slot) -> Result<u64> {
     let Some(redis) = &tiers.redis else {
@@ -119,9 +120,9 @@ pub(super) async fn rebuild(tiers: &Tiers, sid: &SessionId, slot: &Slot) -> Resu
     };
     let floor = match &tiers.sql {
         Some(sql) => {
-            flush_session(tiers, sid).await?;
+            let (_, flushed) = flush_marks(tiers, sid).await?;
             let sv = sql.session_version(sid).await?;
-            redis.rebuild(sid, sv).await?;
+            redis.rebuild(sid, sv, &flushed).await?;
             tiers.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
             // the cache stays: it holds what was acknowledged, or read after a check of Redis
             sv

@@ -65,10 +65,13 @@ impl Slot {
         self.turned.notify_waiters();
     }
 
-    pub(super) fn next_version(&self) -> u64 {
+    /// The next version for a write of `epoch` (`crate::version::next`); `None` when a writer
+    /// of a later epoch wrote (this process saw its version) or the epoch ran out of versions.
+    pub(super) fn next_version(&self, epoch: u64) -> Option<u64> {
         let mut s = self.state.lock();
-        s.last += 1;
-        s.last
+        let v = crate::version::next(s.last, epoch)?;
+        s.last = v;
+        Some(v)
     }
 
     pub(super) fn floor(&self) -> u64 {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::{AuthStore, Op, Ticket, WriteJob};
 use crate::codec;
-use crate::crypto::{Keyring, Record};
 use crate::error::{Error, Result};
-use crate::lease::Fence;
+use crate::lease::{sealed_error, Fence};
 use crate::model::{SessionId, Value, WriteBatch, WriteOptions};
 use crate::redis::Durability;
+use crate::sql::rules::may_write;
 
 impl AuthStore {
     /// Writes a batch: atomically in each tier, in the session's one order (see the module docs).
@@ -49,7 +49,8 @@ impl AuthStore {
         self.write_fenced(sid, batch, opts, None, ticket).await
     }
 
-    /// [`Self::write_in_turn`] carrying `fence` (taken earlier) when given.
+    /// [`Self::write_in_turn`] carrying `fence` (taken earlier) when given: a rekey takes its
+    /// fence before it reads what it rewrites, so a writer that came between fences it.
     pub(super) async fn write_fenced(
         &self,
         sid: &SessionId,
@@ -75,8 +76,8 @@ impl AuthStore {
             ));
         }
         // the tiers get the stored forms, the cache the JSON text callers read
-        let plain = t.cache.is_some().then(|| batch.clone());
-        let batch = store_forms(batch, self.compact, sid, self.keyring.clone()).await?;
+        let plain = t.cache.is_some().then(|| Arc::new(batch.clone()));
+        let form = Arc::new(store_forms(batch, self.compact).await?);
         let redis = t.redis.as_ref().map(|_| match (&t.sql, to_sql) {
             (Some(_), true) => Durability::Durable,
             (Some(_), false) => Durability::RedisOnly,
@@ -90,24 +91,24 @@ impl AuthStore {
             Some(f) => f,
             None => self.fence(sid, opts.force).await?,
         };
+        let puts = form.creds.is_some() || form.keys.iter().any(|k| k.value.is_some());
+        if puts && !may_write(fence.sealed, self.keyring.is_some()) {
+            return Err(sealed_error());
+        }
         let slot = self.pipeline.session(sid).await?;
         self.touch(sid);
         let job = WriteJob {
-            batch,
-            epoch: fence.epoch,
+            form,
+            sealed: None,
+            fence,
             plain,
             to_sql,
             redis,
             ttl: opts.ttl,
         };
-        let r = self
-            .pipeline
+        self.pipeline
             .submit_in_turn(sid, slot, Op::Write(Box::new(job)), &mut ticket)
-            .await;
-        if fence.release {
-            self.release_lease(sid).await?;
-        }
-        r
+            .await
     }
 
     /// Removes every key of a session; its creds too unless `keep_creds`. Nothing written
@@ -129,67 +130,37 @@ impl AuthStore {
         self.check_open()?;
         let fence = self.fence(sid, force).await?;
         let slot = self.pipeline.session(sid).await?;
-        let op = Op::Clear {
-            keep_creds,
-            epoch: fence.epoch,
-        };
-        let r = self
-            .pipeline
+        let op = Op::Clear { keep_creds, fence };
+        self.pipeline
             .submit_in_turn(sid, slot, op, &mut ticket)
-            .await;
-        if fence.release {
-            self.release_lease(sid).await?;
-        }
-        r.map(|_| ())
+            .await
+            .map(|_| ())
     }
 }
 
-/// Values of a batch in their stored form (`codec::store_form`), then sealed when the store
-/// encrypts (`crypto`: bound to the session, type and id); large batches off the async workers.
-/// The one place values are sealed: every tier gets these bytes, and flushes, warms and
-/// rebuilds move them between tiers as they are.
-pub(super) async fn store_forms(
-    batch: WriteBatch,
-    compact: bool,
-    sid: &SessionId,
-    keyring: Option<Arc<Keyring>>,
-) -> Result<WriteBatch> {
-    pub(super) fn run(
-        mut batch: WriteBatch,
-        compact: bool,
-        sid: &str,
-        keyring: Option<&Keyring>,
-    ) -> Result<WriteBatch> {
-        let squeeze = |v: &mut Value, record: Record<'_>| -> Result<()> {
+/// Values of a batch in their stored form (`codec::store_form`), large batches off the async
+/// workers. Sealing (when the store encrypts) follows in the lane, at the write's version.
+async fn store_forms(batch: WriteBatch, compact: bool) -> Result<WriteBatch> {
+    fn run(mut batch: WriteBatch, compact: bool) -> WriteBatch {
+        let squeeze = |v: &mut Value| {
             if let Some(c) = codec::store_form(v, compact) {
                 *v = Value::from(c);
             }
-            if let Some(k) = keyring {
-                *v = Value::from(k.seal(sid, record, v)?);
-            }
-            Ok(())
         };
         if let Some(c) = batch.creds.as_mut() {
-            squeeze(c, Record::Creds)?;
+            squeeze(c);
         }
         for k in &mut batch.keys {
             if let Some(v) = k.value.as_mut() {
-                squeeze(
-                    v,
-                    Record::Key {
-                        kind: &k.kind,
-                        id: &k.id,
-                    },
-                )?;
+                squeeze(v);
             }
         }
-        Ok(batch)
+        batch
     }
-    if batch.keys.len() <= 64 || !(compact || keyring.is_some()) {
-        return run(batch, compact, sid, keyring.as_deref());
+    if batch.keys.len() <= 64 || !compact {
+        return Ok(run(batch, compact));
     }
-    let sid = sid.to_string();
-    tokio::task::spawn_blocking(move || run(batch, compact, &sid, keyring.as_deref()))
+    tokio::task::spawn_blocking(move || run(batch, compact))
         .await
-        .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))?
+        .map_err(|e| Error::invalid(format!("encoding the batch failed: {e}")))
 }

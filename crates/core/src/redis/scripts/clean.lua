@@ -2,15 +2,19 @@
 -- tombstones SQL now holds (only when the stored tombstone is still the one flushed).
 --
 -- KEYS[1] dirty hash   KEYS[2] meta hash
--- ARGV[1] the session's key base   ARGV[2..] triples: mark name, version flushed, the tombstone
+-- ARGV[1] the session's key base   ARGV[2..] triples: mark name, version flushed (decimal), the tombstone
 --         envelope that was flushed or ''
 -- Reply: the number of marks removed. Bumps the generation when it removed a tombstone.
 -- TTLs: sets none.
+local function vlt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
 local n, tombs = 0, false
 for i = 2, #ARGV, 3 do
-  local name, v, tomb = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local name, v, tomb = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local mark = redis.call('HGET', KEYS[1], name)
-  if mark and tonumber(mark) <= v then
+  if mark and not vlt(v, mark) then
     n = n + redis.call('HDEL', KEYS[1], name)
     if tomb ~= '' then
       local sep = string.find(name, '\0', 1, true)

@@ -8,26 +8,37 @@
 -- ARGV[3]  mode: 'd' durable (SQL committed the same records first: they become clean),
 --          'r' Redis only (records are marked dirty; deletes leave tombstones),
 --          'n' no SQL tier (the session is marked as such)
--- ARGV[4]  the version as 8 big-endian bytes      ARGV[5] the version as a number
+-- ARGV[4]  the version as 8 big-endian bytes      ARGV[5] the version in decimal
 -- ARGV[6]  '1' when the batch holds creds          ARGV[7] the creds envelope (or '')
--- ARGV[8]  the tombstone envelope at this version  ARGV[9] the writer's lease epoch (-1: none)
+-- ARGV[8]  the tombstone envelope at this version  ARGV[9] the writer's epoch
 -- ARGV[10] the session id to add to the dirty index (the last KEY), or '' (a cluster: the
 --          index lives in another slot and is written by the caller)
 -- ARGV[11..] per type: escaped type name, number of puts, number of deletes, the puts as
 --          id/envelope pairs, the deleted ids
 -- Reply: 1 applied; -1 the session's `ver` is below the floor (Redis lost writes: nothing
 --        done); -2 the version is not above the session's cleared watermark `clr`; -3 a later
---        lease epoch (`ep`) fences the writer.
--- Records: each is replaced only by a newer version (the first 8 bytes compare as versions).
--- TTLs: with a ttl and no dirty record left in the session, every key the write touched
---       (creds, the type hashes written, the types set) gets PEXPIRE ttl; other keys keep theirs.
-local floor, ttl, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local vb, vnum, tomb, epoch = ARGV[4], tonumber(ARGV[5]), ARGV[8], tonumber(ARGV[9])
+--        epoch (`ep`) fences the writer (modes 'r' and 'n' only: for a durable write SQL's
+--        fence decided, and what SQL committed must reach Redis, or Redis would fall behind).
+-- Records: each is replaced only by a newer version (the first 8 bytes compare as versions);
+--        versions (`ver`, `clr`, dirty marks) are decimal strings compared as numbers (they pass
+--        2^53, beyond a Lua number's exact integers).
+-- TTLs (the lifetime rules, README "Storage layout"): only data keys (creds, type hashes) ever
+--        get a TTL. The types set, dirty hash, meta hash and lease hash never do, so every key
+--        that indexes others outlives them. A durable write with a ttl sets PEXPIRE ttl on the
+--        data keys it touched, when the session has no dirty record; one without keeps their
+--        TTLs (SQL holds what they hold). A write to Redis only ('r', 'n') PERSISTs the data keys
+--        it touched: a record SQL lacks (or a tombstone SQL lacks) never expires before a flush.
+local function vlt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local floor, ttl, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local vb, vnum, tomb, epoch = ARGV[4], ARGV[5], ARGV[8], tonumber(ARGV[9])
 local m = redis.call('HMGET', KEYS[4], 'ver', 'clr', 'ep')
-if epoch >= 0 and epoch < (tonumber(m[3]) or 0) then return -3 end
-local ver = tonumber(m[1]) or 0
-if ver < floor then return -1 end
-if vnum <= (tonumber(m[2]) or 0) then return -2 end
+if mode ~= 'd' and epoch < (tonumber(m[3]) or 0) then return -3 end
+local ver = m[1] or '0'
+if vlt(ver, floor) then return -1 end
+if not vlt(m[2] or '0', vnum) then return -2 end
 local function newer(old) return (not old) or string.sub(old, 1, 8) < vb end
 local function chunked(cmd, key, list)
   for s = 1, #list, 1000 do
@@ -42,11 +53,11 @@ local function hmget(key, ids)
   end
   return out
 end
-local names, touched, stored, deleted = {}, {}, {}, false
+local names, data, stored, deleted = {}, {}, {}, false
 if ARGV[6] == '1' then
-  if newer(redis.call('GET', KEYS[1])) then redis.call('SET', KEYS[1], ARGV[7]) end
+  if newer(redis.call('GET', KEYS[1])) then redis.call('SET', KEYS[1], ARGV[7], 'KEEPTTL') end
   names[#names + 1] = '\0c'
-  touched[#touched + 1] = KEYS[1]
+  data[#data + 1] = KEYS[1]
 end
 local i, k = 11, 5
 while i <= #ARGV do
@@ -86,17 +97,14 @@ while i <= #ARGV do
     stored[#stored + 1] = t
   end
   if #dels > 0 then chunked('HDEL', key, dels) end
-  touched[#touched + 1] = key
+  data[#data + 1] = key
 end
-if #stored > 0 then
-  redis.call('SADD', KEYS[2], unpack(stored))
-  touched[#touched + 1] = KEYS[2]
-end
+if #stored > 0 then redis.call('SADD', KEYS[2], unpack(stored)) end
 if mode == 'd' then
   local marks = hmget(KEYS[3], names)
   local clean = {}
   for j = 1, #names do
-    if marks[j] and tonumber(marks[j]) <= vnum then clean[#clean + 1] = names[j] end
+    if marks[j] and not vlt(vnum, marks[j]) then clean[#clean + 1] = names[j] end
   end
   if #clean > 0 then chunked('HDEL', KEYS[3], clean) end
   if deleted then redis.call('HINCRBY', KEYS[4], 'gen', 1) end
@@ -111,8 +119,10 @@ elseif mode == 'r' then
 else
   redis.call('HSET', KEYS[3], '\0n', 1)
 end
-if vnum > ver then redis.call('HSET', KEYS[4], 'ver', vnum) end
-if ttl > 0 and redis.call('HLEN', KEYS[3]) == 0 then
-  for _, key in ipairs(touched) do redis.call('PEXPIRE', key, ttl) end
+if vlt(ver, vnum) then redis.call('HSET', KEYS[4], 'ver', vnum) end
+if mode ~= 'd' then
+  for _, key in ipairs(data) do redis.call('PERSIST', key) end
+elseif ttl > 0 and redis.call('HLEN', KEYS[3]) == 0 then
+  for _, key in ipairs(data) do redis.call('PEXPIRE', key, ttl) end
 end
 return 1
