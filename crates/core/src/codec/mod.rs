@@ -34,7 +34,7 @@
 //!         | 0x07 varint(n) node*n            array
 //!         | 0x08 varint(n) (key node)*n      object, keys in order
 //!         | 0x09 varint(len) bytes           a string that is the canonical base64 of bytes
-//! key     = byte < 0x80: index into KEYS | 0xFF varint(len) utf8
+//! key     = byte < 0x80: index into KEYS (keys.rs) | 0xFF varint(len) utf8
 //! ```
 
 mod decoder;
