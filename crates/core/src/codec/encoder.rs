@@ -1,167 +1,14 @@
-//! Compact stored form of Baileys' values (header byte `0x01`).
-//!
-//! Baileys' values arrive as UTF-8 JSON in its BufferJSON convention, where every Buffer is
-//! `{"type":"Buffer","data":"<base64>"}` and libsignal's session records hold base64 strings.
-//! The compact form is a tagged binary tree of the same JSON: Buffers and canonical base64 strings
-//! as raw bytes, the object keys Baileys and libsignal use as one-byte references, integers as
-//! varints. It decodes back to JSON with the same values (and the same key order).
-//!
-//! "The same values" is exact: the decoded text parses, with `serde_json` (as this crate builds
-//! it) and with any correctly rounding JSON parser such as `JSON.parse`, to the same value as the
-//! text that was given, numbers bit for bit (`-0` stays `-0`, an integer stays an integer). The
-//! decoded text may spell a value differently (`1E2` comes back as `100.0`, `"\u0041"` as `"A"`).
-//! A value that this form cannot hold exactly is not compacted ([`encode`] declines and the text
-//! is stored as it is): integers above `i64::MAX`, and numbers read as an `f64` (a fraction, an
-//! exponent, `-0`, an integer beyond `u64`) that would not survive the trip through that `f64` and
-//! its shortest spelling (see [`encode`]).
-//!
-//! Stored bytes that start with `0x01` are compact; anything else is kept and returned as it was
-//! given (JSON text never starts with a control byte), so values written before this format, or
-//! values that are not JSON, stay readable. `0x02` marks a value kept verbatim because it began
-//! with a header byte itself, and `0x03` a sealed value (`crate::crypto`, opened before this
-//! form is decoded).
-//!
-//! ```text
-//! value   = 0x01 node
-//! node    = 0x00 null | 0x01 false | 0x02 true
-//!         | 0x03 varint(zigzag i64)          integer
-//!         | 0x04 f64 (8 bytes, little end.)  other number (written in its shortest spelling)
-//!         | 0x05 varint(len) utf8            string
-//!         | 0x06 varint(len) bytes           {"type":"Buffer","data":"<base64 of bytes>"}
-//!         | 0x07 varint(n) node*n            array
-//!         | 0x08 varint(n) (key node)*n      object, keys in order
-//!         | 0x09 varint(len) bytes           a string that is the canonical base64 of bytes
-//! key     = byte < 0x80: index into KEYS | 0xFF varint(len) utf8
-//! ```
+//! The encoder: JSON text to the compact form, and the checks that decline a value the form
+//! could not give back exactly (integers above `i64::MAX`, numbers whose `f64` would not
+//! survive the trip, base64 strings and Buffers that are not canonical).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{Map, Number, Value as Json};
+use serde_json::{Map, Value as Json};
 
-use crate::error::{Error, Result};
-
-/// First byte of a compact value.
-pub const COMPACT: u8 = 0x01;
-/// First byte of a value stored verbatim behind a header, because it itself began with a header
-/// byte (never JSON text): keeps the store opaque to any bytes.
-pub const VERBATIM: u8 = 0x02;
-
-/// What to store for `value`: its compact form when `compact` and that is smaller, else the
-/// value itself (behind [`VERBATIM`] if it begins with a header byte: [`COMPACT`], [`VERBATIM`]
-/// or the sealed header [`crate::crypto::SEALED`], so no plain stored value looks sealed).
-pub fn store_form(value: &[u8], compact: bool) -> Option<Vec<u8>> {
-    match value.first() {
-        Some(&COMPACT) | Some(&VERBATIM) | Some(&crate::crypto::SEALED) => {
-            let mut out = Vec::with_capacity(value.len() + 1);
-            out.push(VERBATIM);
-            out.extend_from_slice(value);
-            Some(out)
-        }
-        _ if compact => encode(value),
-        _ => None,
-    }
-}
-
-/// Object keys of Baileys' creds and keys and of libsignal's records. Append only: an index,
-/// once written, must keep its meaning.
-const KEYS: &[&str] = &[
-    "type",
-    "data",
-    "public",
-    "private",
-    "_sessions",
-    "registrationId",
-    "currentRatchet",
-    "ephemeralKeyPair",
-    "pubKey",
-    "privKey",
-    "lastRemoteEphemeralKey",
-    "previousCounter",
-    "rootKey",
-    "indexInfo",
-    "baseKey",
-    "baseKeyType",
-    "closed",
-    "used",
-    "created",
-    "remoteIdentityKey",
-    "_chains",
-    "chainKey",
-    "counter",
-    "key",
-    "chainType",
-    "messageKeys",
-    "version",
-    "keyData",
-    "fingerprint",
-    "rawId",
-    "currentIndex",
-    "deviceIndexes",
-    "timestamp",
-    "hash",
-    "indexValueMap",
-    "valueMac",
-    "token",
-    "senderTimestamp",
-    "senderKeyId",
-    "senderChainKey",
-    "iteration",
-    "seed",
-    "senderSigningKey",
-    "senderMessageKeys",
-    "noiseKey",
-    "pairingEphemeralKeyPair",
-    "signedIdentityKey",
-    "signedPreKey",
-    "keyPair",
-    "signature",
-    "keyId",
-    "advSecretKey",
-    "processedHistoryMessages",
-    "nextPreKeyId",
-    "firstUnuploadedPreKeyId",
-    "accountSyncCounter",
-    "accountSettings",
-    "unarchiveChats",
-    "registered",
-    "pairingCode",
-    "me",
-    "id",
-    "name",
-    "lid",
-    "account",
-    "details",
-    "accountSignatureKey",
-    "accountSignature",
-    "deviceSignature",
-    "signalIdentities",
-    "identifier",
-    "deviceId",
-    "identifierKey",
-    "platform",
-    "routingInfo",
-    "lastAccountSyncTimestamp",
-    "myAppStateKeyId",
-    "additionalData",
-    "lastPropHash",
-    "pendingPreKey",
-    "preKeyId",
-    "signedKeyId",
-    "verifiedName",
-    "notify",
-];
-
-const T_NULL: u8 = 0;
-const T_FALSE: u8 = 1;
-const T_TRUE: u8 = 2;
-const T_INT: u8 = 3;
-const T_F64: u8 = 4;
-const T_STR: u8 = 5;
-const T_BUF: u8 = 6;
-const T_ARR: u8 = 7;
-const T_OBJ: u8 = 8;
-const T_B64: u8 = 9;
-const KEY_LITERAL: u8 = 0xFF;
+use super::decoder::f64_text;
+use super::keys::{KEYS, KEY_LITERAL};
+use super::{COMPACT, T_ARR, T_B64, T_BUF, T_F64, T_FALSE, T_INT, T_NULL, T_OBJ, T_STR, T_TRUE};
 
 /// The compact form of `value`, or `None` when it is not JSON (kept as given then), when the
 /// compact form would not be smaller, or when it could not hold every value exactly:
@@ -174,6 +21,8 @@ const KEY_LITERAL: u8 = 0xFF;
 ///   decimals differently from `JSON.parse`, and so would change such a number on the trip.
 ///
 /// Declining keeps such a value exactly as written.
+///
+/// [`decode`]: super::decode
 pub fn encode(value: &[u8]) -> Option<Vec<u8>> {
     let out = compact(value)?;
     (out.len() < value.len()).then_some(out)
@@ -228,13 +77,10 @@ fn buffer_bytes(map: &Map<String, Json>) -> Option<Vec<u8>> {
     (STANDARD.encode(&bytes) == data).then_some(bytes)
 }
 
-/// The JSON text [`decode`] writes for an `f64` (its shortest spelling), `None` if not finite.
-fn f64_text(f: f64) -> Option<Vec<u8>> {
-    serde_json::to_vec(&Number::from_f64(f)?).ok()
-}
-
 /// Whether a number written as `written`, which `serde_json` read as the `f64` `f`, comes back
 /// from [`decode`] as the same number for `serde_json` and for a correctly rounding parser.
+///
+/// [`decode`]: super::decode
 fn f64_is_exact(written: &str, f: f64) -> bool {
     let Ok(correct) = written.parse::<f64>() else {
         return false;
@@ -398,186 +244,10 @@ impl Encoder<'_> {
     }
 }
 
-/// The JSON text of a stored value: compact values are expanded, verbatim ones unwrapped, others
-/// returned as they are.
-///
-/// A damaged compact value is an [`Error::CorruptValue`] whose message names only offsets,
-/// lengths, counts and tag numbers, never stored bytes or text (they may be key material).
-pub fn decode(stored: &[u8]) -> Result<Vec<u8>> {
-    match stored.first() {
-        Some(&COMPACT) => {}
-        Some(&VERBATIM) => return Ok(stored[1..].to_vec()),
-        _ => return Ok(stored.to_vec()),
-    }
-    let mut r = Reader { b: stored, at: 1 };
-    let mut out = Vec::with_capacity(stored.len() * 2);
-    r.node(&mut out, 0)?;
-    if r.at != stored.len() {
-        return Err(corrupt(
-            r.at,
-            format_args!("{} trailing bytes", stored.len() - r.at),
-        ));
-    }
-    Ok(out)
-}
-
-/// The error for damage found at byte `at`; `what` must name no stored content.
-fn corrupt(at: usize, what: std::fmt::Arguments<'_>) -> Error {
-    Error::CorruptValue(format!("compact value is damaged at byte {at}: {what}"))
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-/// Nesting deeper than this is refused (JSON from Baileys is a few levels deep).
-const MAX_DEPTH: usize = 128;
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8> {
-        let b = *self
-            .b
-            .get(self.at)
-            .ok_or_else(|| corrupt(self.at, format_args!("truncated")))?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn varint(&mut self) -> Result<u64> {
-        let start = self.at;
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            n |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(n);
-            }
-        }
-        Err(corrupt(start, format_args!("varint longer than 10 bytes")))
-    }
-
-    fn bytes(&mut self) -> Result<&[u8]> {
-        let start = self.at;
-        let len = self.varint()?;
-        let left = self.b.len() - self.at;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= left)
-            .ok_or_else(|| {
-                corrupt(
-                    start,
-                    format_args!("length {len} but only {left} bytes follow"),
-                )
-            })?;
-        let s = &self.b[self.at..self.at + len];
-        self.at += len;
-        Ok(s)
-    }
-
-    fn str(&mut self) -> Result<&str> {
-        let start = self.at;
-        let s = self.bytes()?;
-        std::str::from_utf8(s).map_err(|_| {
-            corrupt(
-                start,
-                format_args!("string of {} bytes is not UTF-8", s.len()),
-            )
-        })
-    }
-
-    fn json_str(out: &mut Vec<u8>, s: &str) {
-        // serde_json escapes exactly as JSON requires; writing to a Vec cannot fail
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
-
-    fn node(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<()> {
-        let at = self.at;
-        if depth > MAX_DEPTH {
-            return Err(corrupt(
-                at,
-                format_args!("nested deeper than {MAX_DEPTH} levels"),
-            ));
-        }
-        match self.byte()? {
-            T_NULL => out.extend_from_slice(b"null"),
-            T_FALSE => out.extend_from_slice(b"false"),
-            T_TRUE => out.extend_from_slice(b"true"),
-            T_INT => {
-                let z = self.varint()?;
-                let i = ((z >> 1) as i64) ^ -((z & 1) as i64);
-                out.extend_from_slice(i.to_string().as_bytes());
-            }
-            T_F64 => {
-                let mut eight = [0u8; 8];
-                for b in &mut eight {
-                    *b = self.byte()?;
-                }
-                let text = f64_text(f64::from_le_bytes(eight))
-                    .ok_or_else(|| corrupt(at, format_args!("number is not finite")))?;
-                out.extend_from_slice(&text);
-            }
-            T_STR => {
-                let s = self.str()?;
-                Self::json_str(out, s);
-            }
-            T_B64 => {
-                let b64 = STANDARD.encode(self.bytes()?);
-                out.push(b'"');
-                out.extend_from_slice(b64.as_bytes());
-                out.push(b'"');
-            }
-            T_BUF => {
-                let b64 = STANDARD.encode(self.bytes()?);
-                out.extend_from_slice(br#"{"type":"Buffer","data":""#);
-                out.extend_from_slice(b64.as_bytes());
-                out.extend_from_slice(br#""}"#);
-            }
-            T_ARR => {
-                let n = self.varint()?;
-                out.push(b'[');
-                for i in 0..n {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    self.node(out, depth + 1)?;
-                }
-                out.push(b']');
-            }
-            T_OBJ => {
-                let n = self.varint()?;
-                out.push(b'{');
-                for i in 0..n {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    let key_at = self.at;
-                    match self.byte()? {
-                        KEY_LITERAL => {
-                            let k = self.str()?;
-                            Self::json_str(out, k);
-                        }
-                        idx => {
-                            let k = KEYS.get(idx as usize).ok_or_else(|| {
-                                corrupt(key_at, format_args!("unknown key reference {idx}"))
-                            })?;
-                            Self::json_str(out, k);
-                        }
-                    }
-                    out.push(b':');
-                    self.node(out, depth + 1)?;
-                }
-                out.push(b'}');
-            }
-            tag => return Err(corrupt(at, format_args!("unknown tag {tag}"))),
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{decode, store_form};
     use proptest::prelude::*;
 
     /// Equal as `serde_json` values and more: objects in the same key order, numbers of the same
@@ -849,125 +519,6 @@ mod tests {
         assert_eq!(decode(&c).unwrap(), text.as_bytes());
     }
 
-    #[test]
-    fn non_json_and_old_values_pass_through() {
-        assert!(encode(b"\x00\x01binary").is_none());
-        assert!(encode(b"1").is_none(), "no gain, kept as text");
-        assert_eq!(decode(b"{\"plain\":1}").unwrap(), b"{\"plain\":1}");
-        assert_eq!(decode(b"").unwrap(), b"");
-    }
-
-    #[test]
-    fn bytes_that_look_like_headers_are_kept_verbatim() {
-        for v in [
-            &[COMPACT, 9, 9][..],
-            &[VERBATIM][..],
-            &[VERBATIM, COMPACT][..],
-            &[crate::crypto::SEALED, 1, 2][..],
-        ] {
-            let stored = store_form(v, true).unwrap();
-            assert_eq!(stored[0], VERBATIM);
-            assert_eq!(decode(&stored).unwrap(), v);
-        }
-        assert!(store_form(b"{\"a\":1}", false).is_none());
-        assert!(store_form(b"\x00raw", true).is_none());
-    }
-
-    #[test]
-    fn damage_is_an_error_not_garbage() {
-        let c =
-            encode(br#"{"public":{"type":"Buffer","data":"AQEBAQEBAQEBAQEBAQEBAQ=="}}"#).unwrap();
-        for cut in 1..c.len() {
-            assert_eq!(decode(&c[..cut]).unwrap_err().code(), "ERR_CORRUPT_VALUE");
-        }
-        assert!(decode(&[COMPACT, 0x42]).is_err());
-        let mut deep = vec![COMPACT];
-        deep.extend(std::iter::repeat_n([T_ARR, 1], 200).flatten());
-        deep.push(T_NULL);
-        assert!(decode(&deep).is_err());
-        let mut nan = vec![COMPACT, T_F64];
-        nan.extend_from_slice(&f64::NAN.to_le_bytes());
-        assert!(decode(&nan).is_err());
-        assert!(decode(&[
-            COMPACT, T_INT, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01
-        ])
-        .is_err());
-        assert!(decode(&[COMPACT, T_STR, 2, 0xC3, 0x28]).is_err());
-        assert!(decode(&[COMPACT, T_OBJ, 1, 0x7F, T_NULL]).is_err());
-        assert!(decode(&[COMPACT, T_NULL, T_NULL]).is_err());
-    }
-
-    #[test]
-    fn damage_reports_name_no_stored_content() {
-        const SECRET: &str = "SeCrEtKeyMaterial\u{e9}-7c4f";
-        let secret_bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
-        let b64 = STANDARD.encode(&secret_bytes);
-        let text = format!(
-            r#"{{"{SECRET}":"{SECRET}","private":{{"type":"Buffer","data":"{b64}"}},"x":"{b64}","n":[1234567,0.125]}}"#
-        );
-        let good = encode(text.as_bytes()).unwrap();
-        // every way of damaging it: cut, each byte set to a few values, bytes after it
-        let mut damaged: Vec<Vec<u8>> = (1..good.len()).map(|cut| good[..cut].to_vec()).collect();
-        for i in 1..good.len() {
-            for v in [
-                0x00,
-                0x7F,
-                0x80,
-                0xC3,
-                0xFE,
-                0xFF,
-                good[i] ^ 0x01,
-                good[i].wrapping_add(9),
-            ] {
-                let mut d = good.clone();
-                d[i] = v;
-                damaged.push(d);
-            }
-        }
-        damaged.push([&good[..], SECRET.as_bytes()].concat());
-        let mut errors = 0;
-        for d in &damaged {
-            let Err(e) = decode(d) else { continue };
-            errors += 1;
-            assert_eq!(e.code(), "ERR_CORRUPT_VALUE");
-            let msg = e.to_string();
-            // only fixed words, offsets, lengths, counts and tag numbers
-            let words: String = msg
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                .collect();
-            let templates = [
-                "compact value is damaged at byte #: truncated",
-                "compact value is damaged at byte #: # trailing bytes",
-                "compact value is damaged at byte #: varint longer than # bytes",
-                "compact value is damaged at byte #: length # but only # bytes follow",
-                "compact value is damaged at byte #: string of # bytes is not UTF-#",
-                "compact value is damaged at byte #: nested deeper than # levels",
-                "compact value is damaged at byte #: number is not finite",
-                "compact value is damaged at byte #: unknown key reference #",
-                "compact value is damaged at byte #: unknown tag #",
-            ];
-            let collapsed = words
-                .split('#')
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join("#");
-            assert!(
-                templates.iter().any(|t| t
-                    .split('#')
-                    .filter(|p| !p.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("#")
-                    == collapsed),
-                "unexpected message: {msg}"
-            );
-            for needle in [&SECRET[..8], &b64[..8], "SeCr", "e9", "A5"] {
-                assert!(!msg.contains(needle), "{msg}");
-            }
-        }
-        assert!(errors > damaged.len() / 4, "{errors} of {}", damaged.len());
-    }
-
     /// A JSON tree whose numbers are kept as written.
     #[derive(Clone, Debug)]
     enum Tree {
@@ -1165,15 +716,6 @@ mod tests {
             let mut text = String::new();
             write_tree(&t, ascii, &mut text);
             check_exact(&text);
-        }
-
-        #[test]
-        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            let mut stored = vec![COMPACT];
-            stored.extend(bytes);
-            if let Ok(text) = decode(&stored) {
-                prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&text).is_ok());
-            }
         }
     }
 }
