@@ -63,14 +63,14 @@ async function answersPing(port) {
 }
 
 export class SnapshotRedis {
-  /** @param {{ lifetimeMs?: number }} [options] */
+  /** @param {{ lifetimeMs?: number, args?: string[] }} [options] args: more redis-server options (e.g. --maxmemory) */
   static async start(options = {}) {
     const r = new SnapshotRedis(await freePort(), options)
     await r.restart({ from: 'empty' })
     return r
   }
 
-  constructor(port, { lifetimeMs = 180_000 } = {}) {
+  constructor(port, { lifetimeMs = 180_000, args = [] } = {}) {
     this.port = port
     this.url = `redis://127.0.0.1:${port}`
     this.dir = mkdtempSync(join(tmpdir(), 'wa-rdb-'))
@@ -79,6 +79,7 @@ export class SnapshotRedis {
     this.snapshots = new Map() // name -> path
     this.child = null
     this.lifetimeMs = lifetimeMs
+    this.extraArgs = args
     this.starts = 0
     instances.add(this)
   }
@@ -150,7 +151,7 @@ export class SnapshotRedis {
       if (!path) throw new Error(`no snapshot named ${from}`)
       copyFileSync(path, this.rdbPath)
     }
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--dbfilename', this.dbfilename, '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--logfile', join(this.dir, 'redis.log')]
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--dbfilename', this.dbfilename, '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--logfile', join(this.dir, 'redis.log'), ...this.extraArgs]
     const child = spawn('sh', ['-c', WATCHDOG, 'sh', String(process.pid), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let stderr = ''
     child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-2000)))
