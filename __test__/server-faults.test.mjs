@@ -186,6 +186,38 @@ describe.skipIf(!redisServer || !ownPostgres)('servers that lose or roll back st
     }, 60_000)
   }
 
+  it('1b. a deletes-only write with a ttl: the types set outlives the hashes it names, so deleteCreds removes every record', async () => {
+    // what fault 1 needs eviction for, a TTL does alone: a clear, a rebuild or an eviction drops the
+    // type hashes the session's types set names, and a write that only deletes re-arms the expiry
+    // of the hash it touches but not the set's
+    const { url } = await privatePostgres()
+    const redis = await SnapshotRedis.start()
+    const raw = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+    await raw.connect()
+    const store = new BaileysAuthStore(new BaileysRedisAdapter(redis.url), new BaileysOrmAdapter(url), { lease: false })
+    const other = new BaileysAuthStore(new BaileysRedisAdapter(redis.url), new BaileysOrmAdapter(url), { lease: false, cache: false })
+    const sid = uniqueId('ttl-order')
+    const base = `wa:{s:${sid}}:`
+    try {
+      await store.setKeys(sid, { session: { a: { seq: 1 }, b: { seq: 1 } } }, { ttl: 4 })
+      await sleep(2000)
+      await store.setKeys(sid, { session: { a: null } }, { ttl: 4 })
+      const ttls = { typesSet: await raw.pttl(`${base}t`), hash: await raw.pttl(`${base}k:session`) }
+      await sleep(ttls.typesSet + 300) // the set is gone (if it expires first), the hash not yet
+      const hashLeft = await raw.exists(`${base}k:session`)
+      await store.deleteCreds(sid)
+      const got = { store: await store.getKeys(sid, 'session', ['a', 'b']), 'another store': await other.getKeys(sid, 'session', ['a', 'b']) }
+      console.log(`[server-faults 1b] ms left after the deletes-only write: ${JSON.stringify(ttls)}; hash still there when deleteCreds ran: ${hashLeft === 1}; read after deleteCreds: ${JSON.stringify(got)}`)
+      expect.soft(ttls.typesSet, 'ms the types set has left vs the type hash it names').toBeGreaterThanOrEqual(ttls.hash - 50)
+      expect.soft(got, 'records read after deleteCreds').toEqual({ store: {}, 'another store': {} })
+    } finally {
+      await store.close()
+      await other.close()
+      raw.disconnect()
+      await redis.stop()
+    }
+  }, 60_000)
+
   it('2. write-behind under allkeys-lru: every lost record reported, none resurrected, no stale read, or the store refuses the policy', async () => {
     const policy = 'allkeys-lru'
     const { url } = await privatePostgres()
