@@ -178,6 +178,7 @@ describe.skipIf(!redisServer || !ownPostgres)('servers that lose or roll back st
         keys_evicted: evictions.byKind(),
         evicted_between_the_write_read_and_the_stale_read: causes,
         stale_reads_after_meta_and_types_set_evicted: `${withMetaAndTypes(causes)} of ${stales.length}`,
+        refusals: ledger.messages,
         logged: Object.entries(ledger.logs.reduce((m, l) => ((m[l.code] = (m[l.code] ?? 0) + 1), m), {})).map(([c, n]) => `${c}×${n}`).join(' '),
       }, 'server-faults')
       expect.soft(evictions.events.length, 'the server evicted keys (the fault happened)').toBeGreaterThan(0)
