@@ -36,6 +36,11 @@ export declare class NativeAuthStore {
   /** Removes a session and the record of its deletion (tests and tools). */
   purgeSession(sessionId: string): Promise<void>
   /**
+   * Accepts SQL's state of a session refused with ERR_SQL_BEHIND (SQL restored from an older
+   * backup): Redis drops its newer copy. Resolves with whether the session was refused.
+   */
+  acceptSqlState(sessionId: string): Promise<boolean>
+  /**
    * Re-seals every record of the session under the current encryption key (one write, in the
    * session's call order).
    */
@@ -256,6 +261,10 @@ export interface NativeStoreStats {
   flushDirtySessions: number
   /** When the last flush pass finished without a failure (epoch ms). */
   lastFlushMs?: number
+  /** Records written to Redis only that were gone before a flush reached them. */
+  recordsLost: number
+  /** Sessions found with SQL behind Redis (refused with ERR_SQL_BEHIND). */
+  sqlBehind: number
 }
 
 export interface NativeTypeCount {

@@ -21,6 +21,7 @@ export type WaAuthStoreErrorCode =
   | 'ERR_IO'
   | 'ERR_FOLDER_NOT_EMPTY'
   | 'ERR_DECRYPT'
+  | 'ERR_SQL_BEHIND'
 
 export declare class WaAuthStoreError extends Error {
   readonly code: WaAuthStoreErrorCode
@@ -284,6 +285,10 @@ export interface StoreStats {
   flushDirtySessions: number
   /** When the last flush pass finished without a failure (epoch ms), if one did. */
   lastFlushMs?: number
+  /** Records written to Redis only that Redis no longer held when a flush came for them. */
+  recordsLost: number
+  /** Sessions found with SQL behind Redis (SQL restored from an older backup): ERR_SQL_BEHIND. */
+  sqlBehind: number
 }
 
 export declare class BaileysAuthStore {
@@ -302,6 +307,11 @@ export declare class BaileysAuthStore {
   leaseInfo(sessionId: string): Promise<LeaseInfo | null>
   /** Removes a session and the record of its deletion (tests, tools that own the deployment). */
   purgeSession(sessionId: string): Promise<void>
+  /**
+   * Accepts SQL's state of a session refused with `ERR_SQL_BEHIND` (SQL restored from a backup older
+   * than what Redis applied): Redis drops its newer copy. Resolves with whether it was refused.
+   */
+  acceptSqlState(sessionId: string): Promise<boolean>
   /** Missing ids are left out of the answer. */
   getKeys(sessionId: string, type: string, ids: string[]): Promise<{ [id: string]: any }>
   setKeys(sessionId: string, data: KeyData, options?: WriteOptions): Promise<void>

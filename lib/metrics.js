@@ -100,6 +100,14 @@ class StoreMetrics {
       const s = await stats()
       return s && [[{}, s.redisRebuilds]]
     })
+    readCounter(this.registry, 'wa_auth_records_lost_total', 'Records written to Redis only (write-behind) that Redis no longer held when a flush came for them', [], async () => {
+      const s = await stats()
+      return s && [[{}, s.recordsLost]]
+    })
+    readCounter(this.registry, 'wa_auth_sql_behind_total', 'Sessions found with SQL holding less than Redis applied (SQL restored from an older backup), refused with ERR_SQL_BEHIND', [], async () => {
+      const s = await stats()
+      return s && [[{}, s.sqlBehind]]
+    })
     readGauge(this.registry, 'wa_auth_cache_bytes', 'Bytes held by the in-process cache', [], async () => {
       const s = await stats()
       return s?.cache ? [[{}, s.cache.bytes]] : null

@@ -462,6 +462,18 @@ class BaileysAuthStore {
     await call(() => native.purgeSession(sessionId))
   }
 
+  /**
+   * Accepts SQL's state of a session refused with ERR_SQL_BEHIND (SQL was restored from a backup
+   * older than what Redis had applied): Redis drops its newer copy and the session is served from
+   * SQL again. An operator's decision (the newer state is gone). Resolves with whether the session
+   * was refused.
+   */
+  async acceptSqlState(sessionId) {
+    checkSessionId(sessionId)
+    const native = await this._native()
+    return call(() => native.acceptSqlState(sessionId))
+  }
+
   /** Hits and misses per tier, cache bytes. */
   async stats() {
     const native = await this._native()

@@ -116,6 +116,10 @@ pub struct NativeStoreStats {
     pub flush_dirty_sessions: f64,
     /// When the last flush pass finished without a failure (epoch ms).
     pub last_flush_ms: Option<f64>,
+    /// Records written to Redis only that were gone before a flush reached them.
+    pub records_lost: f64,
+    /// Sessions found with SQL behind Redis (refused with ERR_SQL_BEHIND).
+    pub sql_behind: f64,
 }
 
 type LogArgs = FnArgs<(String, String, String)>;
@@ -382,6 +386,14 @@ impl NativeAuthStore {
         self.inner.purge_session(&sid).await.napi()
     }
 
+    /// Accepts SQL's state of a session refused with ERR_SQL_BEHIND (SQL restored from an older
+    /// backup): Redis drops its newer copy. Resolves with whether the session was refused.
+    #[napi]
+    pub async fn accept_sql_state(&self, session_id: String) -> napi::Result<bool> {
+        let sid = SessionId::new(session_id).napi()?;
+        self.inner.accept_sql_state(&sid).await.napi()
+    }
+
     /// Re-seals every record of the session under the current encryption key (one write, in the
     /// session's call order).
     #[napi]
@@ -560,6 +572,8 @@ impl NativeAuthStore {
             errors: s.errors as f64,
             flush_dirty_sessions: s.flush_dirty_sessions as f64,
             last_flush_ms: s.last_flush_ms.map(|ms| ms as f64),
+            records_lost: s.records_lost as f64,
+            sql_behind: s.sql_behind as f64,
         }
     }
 

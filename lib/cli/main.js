@@ -327,6 +327,18 @@ function buildProgram() {
 
   storeOptions(
     program
+      .command('repair <id>')
+      .description("settle a session the store refuses with ERR_SQL_BEHIND (SQL was restored from a backup older than Redis)")
+      .requiredOption('--accept-sql', "serve SQL's (older) state from now on: Redis drops its newer copy"),
+  ).action(
+    action(
+      async (store, opts, [id]) => ({ session: id, wasRefused: await store.acceptSqlState(id) }),
+      (r) => (r.wasRefused ? `${r.session}: SQL's state accepted; Redis dropped its newer copy` : `${r.session}: was not refused; Redis now follows SQL`),
+    ),
+  )
+
+  storeOptions(
+    program
       .command('rekey')
       .description('re-seal every record under the current encryption key, so previous keys can be dropped')
       .option('--session <id>', 'a session to re-seal (repeatable; default: all)', collect),

@@ -47,6 +47,10 @@ pub enum Error {
     /// into [`Error::SessionLocked`] (or writes again under a new epoch) before callers see it.
     #[error("a later lease epoch fenced this write (it carried epoch {0})")]
     Fenced(u64),
+    /// SQL holds less of a session than Redis applied (restored from an older backup): its
+    /// reads and writes are refused until an operator accepts SQL's state.
+    #[error("{0}")]
+    SqlBehind(String),
     /// A sealed value did not open: wrong or missing key, altered, or copied from another record.
     #[error("{0}")]
     Decrypt(String),
@@ -66,6 +70,7 @@ impl Error {
             Error::Config(_) => "ERR_CONFIG",
             Error::SessionLocked(_) | Error::Fenced(_) => "ERR_SESSION_LOCKED",
             Error::Decrypt(_) => "ERR_DECRYPT",
+            Error::SqlBehind(_) => "ERR_SQL_BEHIND",
         }
     }
 

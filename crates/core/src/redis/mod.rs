@@ -103,6 +103,8 @@ pub struct Meta {
     pub ver: u64,
     /// The generation (empty when never bumped), passed back to the warms.
     pub gen: String,
+    /// SQL was found holding less than this Redis applied (see `RedisTier::mark_sql_behind`).
+    pub sql_behind: bool,
 }
 
 pub struct RedisTier {
@@ -203,6 +205,22 @@ impl RedisTier {
         Ok(Arc::new(tier))
     }
 
+    /// `maxmemory_policy` of an `INFO memory` reply of `node` (the one server when `None`).
+    async fn info_policy(&self, node: Option<&fred::types::config::Server>) -> Option<String> {
+        let kind = Some(fred::types::InfoKind::Memory);
+        let info: Result<String> = match node {
+            Some(n) => {
+                let on = self.client.with_cluster_node(n.clone());
+                self.call("info", on.info::<String>(kind)).await
+            }
+            None => self.call("info", self.client.info::<String>(kind)).await,
+        };
+        info.ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_string())
+    }
+
     /// Refuses a server whose `maxmemory-policy` may evict any key (`allkeys-*`): evicting a
     /// session's meta hash (its versions and epoch), its types set, its lease or a record
     /// written to Redis only would let reads go backwards, a fenced writer through, or an
@@ -243,13 +261,17 @@ impl RedisTier {
                 Ok(fred::types::Value::Array(v)) => v.get(1).and_then(|p| p.as_string()),
                 Ok(fred::types::Value::Map(m)) => m.values().next().and_then(|p| p.as_string()),
                 Ok(_) => None,
-                Err(e) => {
-                    self.events.warn(
-                        "WARN_REDIS_POLICY_UNKNOWN",
-                        &format!("could not read the Redis server's maxmemory-policy (CONFIG GET: {e}); make sure it is noeviction or volatile-*: an allkeys-* policy can evict keys this store needs to keep writes in order"),
-                    );
-                    continue;
-                }
+                // a managed Redis may disable CONFIG: INFO memory tells the policy too
+                Err(e) => match self.info_policy(node.as_ref()).await {
+                    Some(p) => Some(p),
+                    None => {
+                        self.events.warn(
+                            "WARN_REDIS_POLICY_UNKNOWN",
+                            &format!("could not read the Redis server's maxmemory-policy (CONFIG GET: {e}; INFO memory has none); make sure it is noeviction or volatile-*: an allkeys-* policy can evict keys this store needs to keep writes in order"),
+                        );
+                        continue;
+                    }
+                },
             };
             if let Some(p) = policy.filter(|p| p.starts_with("allkeys-")) {
                 return Err(Error::Config(format!(

@@ -55,7 +55,7 @@ pub(super) fn used_memory_of(info: &str) -> Result<u64> {
 }
 
 pub(super) fn meta_of(v: fred::types::Value) -> Result<Meta> {
-    let mut vs = array(v, 2, "HMGET meta")?.into_iter();
+    let mut vs = array(v, 3, "HMGET meta")?.into_iter();
     let ver = vs
         .next()
         .and_then(|v| v.as_string())
@@ -64,5 +64,13 @@ pub(super) fn meta_of(v: fred::types::Value) -> Result<Meta> {
         .map_err(|_| Error::CorruptValue("a session's Redis version is not a number".into()))?
         .unwrap_or(0);
     let gen = vs.next().and_then(|v| v.as_string()).unwrap_or_default();
-    Ok(Meta { ver, gen })
+    let sql_behind = vs
+        .next()
+        .and_then(|v| v.as_string())
+        .is_some_and(|s| s == "1");
+    Ok(Meta {
+        ver,
+        gen,
+        sql_behind,
+    })
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
+/// The meta fields a read takes: the version applied, the generation, the SQL-behind mark.
+const META_FIELDS: [&str; 3] = ["ver", "gen", "sb"];
+
 use super::{array, meta_of, opened, Applied, Durability, Evicted, Meta, RedisTier, WriteStamp};
 use crate::envelope::{self, Opened};
 use crate::error::{Error, Result};
@@ -19,7 +22,7 @@ impl RedisTier {
         let v: fred::types::Value = self
             .call(
                 "hmget meta",
-                self.client.hmget(self.meta_key(sid), vec!["ver", "gen"]),
+                self.client.hmget(self.meta_key(sid), META_FIELDS.to_vec()),
             )
             .await?;
         meta_of(v)
@@ -29,7 +32,7 @@ impl RedisTier {
     pub async fn get_creds(&self, sid: &SessionId) -> Result<(Option<Opened>, Meta)> {
         let pipe = self.client.pipeline();
         self.queued(pipe.get(self.creds_key(sid)).await)?;
-        self.queued(pipe.hmget(self.meta_key(sid), vec!["ver", "gen"]).await)?;
+        self.queued(pipe.hmget(self.meta_key(sid), META_FIELDS.to_vec()).await)?;
         let mut replies: Vec<fred::types::Value> = self.call("get creds", pipe.all()).await?;
         if replies.len() != 2 {
             return Err(Error::Redis("unexpected pipeline reply".into()));
@@ -48,7 +51,7 @@ impl RedisTier {
     ) -> Result<(Vec<Option<Opened>>, Meta)> {
         let pipe = self.client.pipeline();
         self.queued(pipe.hmget(self.keys_key(sid, kind), ids.to_vec()).await)?;
-        self.queued(pipe.hmget(self.meta_key(sid), vec!["ver", "gen"]).await)?;
+        self.queued(pipe.hmget(self.meta_key(sid), META_FIELDS.to_vec()).await)?;
         let mut replies: Vec<fred::types::Value> = self.call("hmget", pipe.all()).await?;
         if replies.len() != 2 {
             return Err(Error::Redis("unexpected pipeline reply".into()));
@@ -466,5 +469,37 @@ impl RedisTier {
     pub async fn counter(&self, name: &str) -> Result<i64> {
         let v: Option<i64> = self.call("get", self.client.get(self.mm_key(name))).await?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// Records in the session's meta that SQL was found holding less than this Redis applied
+    /// (restored from an older backup): every store then refuses the session with
+    /// `ERR_SQL_BEHIND` until an operator accepts SQL's state ([`Self::accept_sql`]).
+    pub async fn mark_sql_behind(&self, sid: &SessionId) -> Result<()> {
+        let _: i64 = self
+            .call("hset", self.client.hset(self.meta_key(sid), ("sb", 1)))
+            .await?;
+        Ok(())
+    }
+
+    /// How many dirty marks the session has, and its meta (one round trip).
+    pub async fn meta_and_dirty(&self, sid: &SessionId) -> Result<(Meta, u64)> {
+        let pipe = self.client.pipeline();
+        self.queued(pipe.hmget(self.meta_key(sid), META_FIELDS.to_vec()).await)?;
+        self.queued(pipe.hlen(self.dirty_key(sid)).await)?;
+        let mut replies: Vec<fred::types::Value> = self.call("meta", pipe.all()).await?;
+        if replies.len() != 2 {
+            return Err(Error::Redis("unexpected pipeline reply".into()));
+        }
+        let dirty = replies.pop().and_then(|v| v.as_u64()).unwrap_or(0);
+        let meta = meta_of(replies.pop().unwrap_or(fred::types::Value::Null))?;
+        Ok((meta, dirty))
+    }
+
+    /// Accepts SQL's state of a session found behind Redis: every record of Redis goes, its
+    /// version becomes `sql_version` (lower than before), the SQL-behind mark goes.
+    pub async fn accept_sql(&self, sid: &SessionId, sql_version: u64) -> Result<()> {
+        self.drop_session(sid, "accept", sql_version, None, Vec::new())
+            .await
+            .map(|_| ())
     }
 }

@@ -133,6 +133,10 @@ impl SqlStore {
         if merged.sessions.is_empty() {
             return Ok(Vec::new());
         }
+        self.check_file().map_err(|error| CommitError {
+            error,
+            statement_level: false,
+        })?;
         let now = now_ms();
         let pool = &self.pool;
         let merged = &merged;

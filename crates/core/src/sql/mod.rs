@@ -124,7 +124,11 @@ pub struct SqlStore {
     /// The commit lanes' own connections (see [`SqlStore::commit_in_lane`]), opened on first
     /// use; empty where commits go through the pool.
     lanes: Vec<tokio::sync::Mutex<Option<LaneConn>>>,
+    /// A SQLite file's path and the (device, inode) it named when the store opened it (see
+    /// [`SqlStore::check_file`]).
+    sqlite_file: Option<(std::path::PathBuf, (u64, u64))>,
 }
+
 /// How the group commits have been batching.
 #[derive(Default, Debug)]
 pub struct GroupStats {
@@ -202,6 +206,12 @@ impl SqlStore {
             )),
             other => other,
         })?;
+        let sqlite_file = match dialect {
+            Dialect::Sqlite if !opts.read_only => {
+                sqlite::file_of(&opts.url).and_then(|p| sqlite::identity(&p).ok().map(|id| (p, id)))
+            }
+            _ => None,
+        };
         let store = SqlStore {
             pool,
             timeout: opts.timeout,
@@ -210,6 +220,7 @@ impl SqlStore {
             groups: GroupStats::default(),
             max_connections: opts.max_connections,
             lanes: (0..lanes).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            sqlite_file,
         };
         if !opts.migrate {
             return Ok(Arc::new(store));
@@ -247,6 +258,7 @@ impl SqlStore {
             groups: GroupStats::default(),
             max_connections: parallel * 2,
             lanes: Vec::new(),
+            sqlite_file: None,
         }))
     }
 
@@ -276,6 +288,26 @@ impl SqlStore {
 
     fn err(&self, e: sqlx::Error) -> Error {
         map_err(e, &self.secrets, self.timeout)
+    }
+
+    /// Refuses to write to a SQLite file the path no longer names (deleted, or replaced by
+    /// another file): the open connections would keep committing into a file no process can open
+    /// again. One `stat` per commit.
+    pub(super) fn check_file(&self) -> Result<()> {
+        let Some((path, id)) = &self.sqlite_file else {
+            return Ok(());
+        };
+        match sqlite::identity(path) {
+            Ok(now) if now == *id => Ok(()),
+            Ok(_) => Err(Error::Database(format!(
+                "the database file {} was replaced by another file while the store had it open; writes are refused (reopen the store)",
+                path.display()
+            ))),
+            Err(e) => Err(Error::Database(format!(
+                "the database file {} was deleted while the store had it open ({e}); writes are refused (reopen the store)",
+                path.display()
+            ))),
+        }
     }
 
     async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T>
@@ -346,6 +378,7 @@ impl SqlStore {
             creds_version: if keep_creds { 0 } else { version as i64 },
             cleared: version as i64,
         };
+        self.check_file()?;
         let now = now_ms();
         self.call("clear session", async {
             let mut tries = 0;

@@ -2,12 +2,14 @@
 //! power cut), a busy timeout so writers queue instead of failing. `sqlite::memory:` lives in one
 //! connection that never idles out, or its data would vanish.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Sqlite;
+use sqlx::{Database, Sqlite};
+use sqlx_core::transaction::TransactionManager;
 
 use super::apply_migrations;
 use super::keyed::keyed_statements;
@@ -127,6 +129,23 @@ pub(super) async fn connect(opts: &SqlOptions) -> Result<SqlitePool, sqlx::Error
             .synchronous(SqliteSynchronous::Full);
     }
     let pool = SqlitePoolOptions::new().acquire_timeout(opts.timeout);
+    // A file connection handed back while sqlx still counts a
+    // transaction on it is closed, not reused. On SQLITE_FULL (and some SQLITE_IOERR) SQLite rolls
+    // the transaction back by itself, the ROLLBACK sqlx sends when the failed transaction is
+    // dropped then fails ("no transaction is active"), and sqlx-sqlite leaves its depth at 1: every
+    // later BEGIN IMMEDIATE on that connection fails with "attempted to call begin_with at
+    // non-zero transaction depth", and its ping (the pool's only check) still succeeds. A dropped
+    // transaction whose rollback is still queued counts 1 here too: that connection is closed as
+    // well (one reconnect after a failure). Never for `sqlite::memory:`: closing its one
+    // connection would drop the database.
+    let pool = if memory {
+        pool
+    } else {
+        pool.after_release(|conn, _| {
+            let depth = <Sqlite as Database>::TransactionManager::get_transaction_depth(conn);
+            Box::pin(async move { Ok(depth == 0) })
+        })
+    };
     let pool = if memory {
         pool.max_connections(1)
             .min_connections(1)
@@ -136,6 +155,30 @@ pub(super) async fn connect(opts: &SqlOptions) -> Result<SqlitePool, sqlx::Error
         pool.max_connections(opts.max_connections.min(4))
     };
     pool.connect_with(connect).await
+}
+
+/// The database file a `sqlite://` URL names, made absolute (None for an in-memory database).
+pub(super) fn file_of(url: &str) -> Option<PathBuf> {
+    if is_memory(url) {
+        return None;
+    }
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().filter(|p| !p.is_empty())?;
+    std::fs::canonicalize(path).ok()
+}
+
+/// Which file a path names: (device, inode).
+#[cfg(unix)]
+pub(super) fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Elsewhere only whether the path still names a file.
+#[cfg(not(unix))]
+pub(super) fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|_| (0, 0))
 }
 
 /// `BEGIN IMMEDIATE` takes the write lock up front, so two processes cannot interleave.

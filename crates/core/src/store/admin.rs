@@ -119,6 +119,30 @@ impl AuthStore {
         Ok(report)
     }
 
+    /// Accepts SQL's state of a session SQL was found behind Redis (`ERR_SQL_BEHIND`: SQL
+    /// restored from an older backup): Redis forgets what it held of it, reads come from SQL
+    /// again, and the session is written again from SQL's state. An operator's decision: the
+    /// newer state Redis held is dropped. Returns whether the session was refused before.
+    pub async fn accept_sql_state(&self, sid: &SessionId) -> Result<bool> {
+        self.check_open()?;
+        let t = self.tiers();
+        let (Some(redis), Some(sql)) = (&t.redis, &t.sql) else {
+            return Ok(false);
+        };
+        let (meta, _) = redis.meta_and_dirty(sid).await?;
+        let sv = sql.session_version(sid).await?;
+        redis.accept_sql(sid, sv).await?;
+        if let Some(cache) = &t.cache {
+            cache.remove_session(sid, false);
+        }
+        let slot = self.pipeline.slot(sid);
+        let mut s = slot.state.lock();
+        s.floor = sv;
+        s.validated = false;
+        drop(s);
+        Ok(meta.sql_behind)
+    }
+
     /// Removes a deleted session's last traces (its SQL tombstone row and Redis meta), for tools
     /// and tests that own the whole deployment.
     pub async fn purge_session(&self, sid: &SessionId) -> Result<()> {

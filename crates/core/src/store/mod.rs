@@ -214,6 +214,7 @@ impl AuthStore {
             flush_dirty_sessions: c.flush_dirty.load(Ordering::Relaxed),
             last_flush_ms: Some(c.last_flush_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
             records_lost: c.records_lost.load(Ordering::Relaxed),
+            sql_behind: c.sql_behind.load(Ordering::Relaxed),
         }
     }
 

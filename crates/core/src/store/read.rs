@@ -30,6 +30,25 @@ impl AuthStore {
         )?)
     }
 
+    /// A read that fell through to SQL: when Redis said it applied version `redis_ver` of the
+    /// session, SQL's version is read beside it, and a SQL below it (restored from an older
+    /// backup) refuses the read ([`Pipeline::check_sql_behind`]) instead of serving older state.
+    async fn from_sql<T>(
+        &self,
+        sid: &SessionId,
+        redis_ver: u64,
+        read: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(sql) = self.tiers().sql.as_ref().filter(|_| redis_ver > 0) else {
+            return read.await;
+        };
+        let (got, sv) = tokio::join!(read, sql.session_version(sid));
+        if sv? < redis_ver {
+            self.pipeline.check_sql_behind(sid).await?;
+        }
+        got
+    }
+
     /// The creds of a session, as JSON text (the cache holds the expanded form, so a hit costs no
     /// decoding; values from Redis and SQL are expanded as they arrive).
     pub async fn get_creds(&self, sid: &SessionId) -> Result<Option<Value>> {
@@ -43,9 +62,14 @@ impl AuthStore {
         let epoch = cache.map(|c| c.epoch());
         let mut found: Option<(u64, Value)> = None;
         let mut warm_gen = None;
+        let mut redis_ver = 0;
         if let Some(redis) = &t.redis {
             let slot = self.pipeline.session(sid).await?;
             let (rec, meta) = redis.get_creds(sid).await?;
+            if meta.sql_behind {
+                self.pipeline.check_sql_behind(sid).await?;
+            }
+            redis_ver = meta.ver;
             if meta.ver < slot.floor() {
                 self.pipeline.redis_behind(sid, &slot).await?;
             } else {
@@ -64,7 +88,7 @@ impl AuthStore {
         }
         if found.is_none() {
             if let Some(sql) = &t.sql {
-                let row = sql.get_creds(sid).await?;
+                let row = self.from_sql(sid, redis_ver, sql.get_creds(sid)).await?;
                 t.counters.sql(row.is_some() as usize, 1);
                 if let Some((version, v)) = row {
                     if let (Some(redis), Some(gen)) = (&t.redis, &warm_gen) {
@@ -142,10 +166,15 @@ impl AuthStore {
         }
         let mut filled: Vec<usize> = Vec::new();
         let mut warm_gen = None;
+        let mut redis_ver = 0;
         if let Some(redis) = &t.redis {
             let slot = self.pipeline.session(sid).await?;
             let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
             let (got, meta) = redis.get_keys(sid, kind, &want).await?;
+            if meta.sql_behind {
+                self.pipeline.check_sql_behind(sid).await?;
+            }
+            redis_ver = meta.ver;
             if meta.ver < slot.floor() {
                 // Redis lost writes since we last looked: rebuild it, read everything from SQL
                 self.pipeline.redis_behind(sid, &slot).await?;
@@ -176,7 +205,9 @@ impl AuthStore {
         if !todo.is_empty() {
             if let Some(sql) = &t.sql {
                 let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
-                let rows = sql.get_keys(sid, kind, &want).await?;
+                let rows = self
+                    .from_sql(sid, redis_ver, sql.get_keys(sid, kind, &want))
+                    .await?;
                 t.counters.sql(rows.len(), todo.len());
                 if !rows.is_empty() {
                     let by_id: HashMap<&str, (u64, &Value)> = rows

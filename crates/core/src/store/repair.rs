@@ -33,7 +33,11 @@ impl Pipeline {
         let (rv, sv) = match (&t.redis, &t.sql) {
             (Some(r), Some(s)) => {
                 let (meta, sv) = tokio::join!(r.meta(sid), s.session_version(sid));
-                (meta?.ver, sv?)
+                let (meta, sv) = (meta?, sv?);
+                if meta.sql_behind || meta.ver > sv {
+                    self.check_sql_behind(sid).await?;
+                }
+                (meta.ver, sv)
             }
             (Some(r), None) => (r.meta(sid).await?.ver, 0),
             (None, Some(s)) => (0, s.session_version(sid).await?),
@@ -51,6 +55,42 @@ impl Pipeline {
         s.connection = connection;
         drop(s);
         Ok(slot)
+    }
+
+    /// Redis says it applied more of the session than SQL holds (its `ver` above SQL's version,
+    /// or the mark of an earlier finding): SQL lost commits, restored from an older backup. A
+    /// session written to Redis only (dirty records) is ahead of SQL by design; otherwise SQL is
+    /// read again after Redis (a commit lands in SQL before Redis, so one that raced the first
+    /// reads is seen now). Confirmed, the session is refused with `ERR_SQL_BEHIND` in every
+    /// store (the mark is kept in Redis), the logger is told, until an operator accepts SQL's
+    /// state: serving it would send Signal state back in time (Bad MAC), and a new write would
+    /// hide the gap.
+    pub(super) async fn check_sql_behind(&self, sid: &SessionId) -> Result<()> {
+        let (Some(redis), Some(sql)) = (&self.tiers.redis, &self.tiers.sql) else {
+            return Ok(());
+        };
+        let (meta, dirty) = redis.meta_and_dirty(sid).await?;
+        if !meta.sql_behind {
+            if dirty > 0 {
+                return Ok(());
+            }
+            let sv = sql.session_version(sid).await?;
+            if meta.ver <= sv {
+                return Ok(());
+            }
+            redis.mark_sql_behind(sid).await?;
+            self.tiers
+                .counters
+                .sql_behind
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.tiers.events.error(
+                "ERR_SQL_BEHIND",
+                "SQL holds less of a session than Redis applied (SQL restored from an older backup?): the session is refused until its state is accepted (store.acceptSqlState, or the command line's repair --accept-sql), rather than served from the older copy",
+            );
+        }
+        Err(Error::SqlBehind(
+            "SQL holds less of this session than Redis applied (SQL restored from an older backup?): reads and writes of it are refused until an operator accepts SQL's state (store.acceptSqlState(sessionId), or wa-auth-store repair <id> --accept-sql); serving the older state would break its Signal sessions".into(),
+        ))
     }
 
     /// A read found the session's Redis copy below the floor: rebuild it (through the lane) so

@@ -38,6 +38,8 @@ pub struct StoreStats {
     pub last_flush_ms: Option<u64>,
     /// Records written to Redis only that Redis no longer held when a flush came for them.
     pub records_lost: u64,
+    /// Sessions this store found with SQL behind Redis (refused with `ERR_SQL_BEHIND`).
+    pub sql_behind: u64,
 }
 
 #[derive(Default)]
@@ -53,6 +55,8 @@ pub(super) struct Counters {
     pub(super) last_flush_ms: AtomicU64,
     /// Records written to Redis only that were gone before a flush reached them.
     pub(super) records_lost: AtomicU64,
+    /// Sessions found with SQL behind Redis (SQL restored from an older backup).
+    pub(super) sql_behind: AtomicU64,
 }
 
 impl Counters {

@@ -12,7 +12,9 @@
 --        caller did not flush (ARGV[5..]: name/version pairs it flushed; a mark above the version
 --        flushed, or a name not listed, is a write that landed after the flush began), raises
 --        `ver` to ARGV[3];
---   'evict': drops everything unless the session has dirty records (refused), keeps `ver`.
+--   'evict': drops everything unless the session has dirty records (refused), keeps `ver`;
+--   'accept': an operator accepted SQL's state of a session SQL was found behind: drops
+--        everything and its marks, sets `ver` to ARGV[3] (lowering it) and removes the mark `sb`.
 -- ARGV[3] the version (decimal)   ARGV[4] the caller's epoch, checked only when >= 0 (a clear
 --         of a store without SQL: a durable clear was fenced by SQL)
 -- ARGV[5] clears: the version as 8 big-endian bytes; 'rebuild': ARGV[5..] the flushed pairs
@@ -34,6 +36,14 @@ local function finish()
   if vlt(redis.call('HGET', KEYS[1], 'ver') or '0', v) then redis.call('HSET', KEYS[1], 'ver', v) end
   if clear and vlt(redis.call('HGET', KEYS[1], 'clr') or '0', v) then redis.call('HSET', KEYS[1], 'clr', v) end
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
+end
+if mode == 'accept' then
+  for _, t in ipairs(types) do redis.call('DEL', base .. 'k:' .. t) end
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('HSET', KEYS[1], 'ver', v)
+  redis.call('HDEL', KEYS[1], 'sb')
+  redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  return #types
 end
 -- nothing to keep: every record is older than a clear (the session's `ver` is below it), or a
 -- rebuild or an eviction meets no dirty record
