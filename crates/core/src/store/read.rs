@@ -33,7 +33,7 @@ impl AuthStore {
     /// A read that fell through to SQL: when Redis said it applied version `redis_ver` of the
     /// session, SQL's version is read beside it, and a SQL below it (restored from an older
     /// backup) refuses the read ([`Pipeline::check_sql_behind`]) instead of serving older state.
-    async fn from_sql<T>(
+    async fn read_sql<T>(
         &self,
         sid: &SessionId,
         redis_ver: u64,
@@ -88,7 +88,7 @@ impl AuthStore {
         }
         if found.is_none() {
             if let Some(sql) = &t.sql {
-                let row = self.from_sql(sid, redis_ver, sql.get_creds(sid)).await?;
+                let row = self.read_sql(sid, redis_ver, sql.get_creds(sid)).await?;
                 t.counters.sql(row.is_some() as usize, 1);
                 if let Some((version, v)) = row {
                     if let (Some(redis), Some(gen)) = (&t.redis, &warm_gen) {
@@ -206,7 +206,7 @@ impl AuthStore {
             if let Some(sql) = &t.sql {
                 let want: Vec<String> = todo.iter().map(|&i| ids[i].clone()).collect();
                 let rows = self
-                    .from_sql(sid, redis_ver, sql.get_keys(sid, kind, &want))
+                    .read_sql(sid, redis_ver, sql.get_keys(sid, kind, &want))
                     .await?;
                 t.counters.sql(rows.len(), todo.len());
                 if !rows.is_empty() {
