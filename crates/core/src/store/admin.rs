@@ -145,8 +145,16 @@ impl AuthStore {
 
     /// Removes a deleted session's last traces (its SQL tombstone row and Redis meta), for tools
     /// and tests that own the whole deployment.
+    /// A session refused with `ERR_SQL_BEHIND` is purged too (what is purged is gone from every
+    /// tier, whichever copy was newer).
     pub async fn purge_session(&self, sid: &SessionId) -> Result<()> {
-        self.delete_session(sid, false).await?;
+        match self.delete_session(sid, false).await {
+            Err(Error::SqlBehind(_)) => {
+                self.accept_sql_state(sid).await?;
+                self.delete_session(sid, false).await?;
+            }
+            r => r?,
+        }
         let t = self.tiers();
         if let Some(sql) = &t.sql {
             sql.purge(sid).await?;
