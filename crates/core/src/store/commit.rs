@@ -264,3 +264,70 @@ async fn refused(tiers: &Tiers, jobs: Vec<(Job, u64)>) -> (Vec<(Job, u64)>, Vec<
     }
     (Vec::new(), again)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::Fence;
+    use crate::model::{KeyWrite, SessionId, WriteBatch};
+    use crate::store::job::WriteJob;
+
+    fn job(op: Op) -> Job {
+        let (done, _answer) = tokio::sync::oneshot::channel();
+        Job {
+            sid: SessionId::new("s").unwrap(),
+            slot: Arc::new(super::super::Slot::default()),
+            op,
+            done,
+        }
+    }
+
+    fn write(bytes: usize) -> Job {
+        let batch = WriteBatch {
+            creds: None,
+            keys: vec![KeyWrite::put("session", "a", vec![b'x'; bytes])],
+        };
+        job(Op::Write(Box::new(WriteJob {
+            form: Arc::new(batch),
+            sealed: None,
+            fence: Fence {
+                epoch: 1,
+                claimed: false,
+                sealed: false,
+            },
+            plain: None,
+            to_sql: true,
+            redis: None,
+            ttl: None,
+        })))
+    }
+
+    #[test]
+    fn a_group_takes_the_writes_behind_the_first_and_holds_back_the_next_other_job() {
+        let mut queue: std::collections::VecDeque<Job> =
+            [write(1), write(1), job(Op::Flush), write(1)].into();
+        let mut held = None;
+        let first = queue.pop_front().unwrap();
+        let group = take_group(first, &mut held, || queue.pop_front());
+        assert_eq!(group.len(), 2);
+        assert!(matches!(held.as_ref().map(|j| &j.op), Some(Op::Flush)));
+        assert_eq!(queue.len(), 1, "nothing behind the held job was taken");
+        // a non-write job is a group of its own
+        let flush = held.take().unwrap();
+        let group = take_group(flush, &mut held, || queue.pop_front());
+        assert_eq!(group.len(), 1);
+        assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn a_group_stops_at_its_byte_budget() {
+        let mut queue: std::collections::VecDeque<Job> =
+            (0..4).map(|_| write(MAX_GROUP_BYTES / 2)).collect();
+        let mut held = None;
+        let first = queue.pop_front().unwrap();
+        let group = take_group(first, &mut held, || queue.pop_front());
+        assert_eq!(group.len(), 2);
+        assert!(held.is_none());
+        assert_eq!(queue.len(), 2);
+    }
+}
