@@ -217,6 +217,29 @@ impl Leases {
             .is_some_and(|h| !h.lost)
     }
 
+    /// Whether this store's cache may serve the session: it holds the lease, and the lease has
+    /// not lapsed by this process's clock (a process paused past its lease reads every tier
+    /// afresh until a renewal or a write tells it whether the session is still its own).
+    pub fn serves_cache(&self, sid: &str) -> bool {
+        self.sessions
+            .lock()
+            .get(sid)
+            .and_then(|s| s.held.as_ref())
+            .is_some_and(|h| !h.lost && h.renewed + h.ttl > Instant::now())
+    }
+
+    /// Another holder's live lease a forced take (or a claim with leases off) is about to end:
+    /// the ms it has left. The taker waits them out before it writes: until then that holder may
+    /// still answer reads from its cache (it learns at its next renewal, every ttl/3, or at once by
+    /// its own clock when its lease lapses), and a write acknowledged meanwhile would be older
+    /// than what it reads.
+    async fn live_other(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<Option<u64>> {
+        let (info, _) = self.state(cx, sid).await?;
+        Ok(info
+            .filter(|i| !i.mine && i.expires_in_ms > 0)
+            .map(|i| i.expires_in_ms as u64))
+    }
+
     /// The sessions whose leases this store holds.
     pub fn sessions(&self) -> Vec<String> {
         self.sessions
@@ -255,7 +278,15 @@ impl Leases {
         let token = mine.as_ref().map_or_else(token, |(t, _)| t.clone());
         let started = Instant::now();
         let mode = TakeMode::Acquire { force: opts.force };
-        match take(cx, sid, &token, &opts.holder, opts.ttl, mode).await? {
+        let ended = match opts.force {
+            true => self.live_other(cx, sid).await?,
+            false => None,
+        };
+        let took = take(cx, sid, &token, &opts.holder, opts.ttl, mode).await?;
+        if let (Some(ms), Took::Granted { .. }) = (ended, &took) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        match took {
             Took::Granted {
                 epoch,
                 acquired_at_ms,
@@ -480,18 +511,21 @@ impl Leases {
                 sealed,
             });
         }
-        self.claim(cx, sid, force, None).await
+        self.claim(cx, sid, force, None, true).await
     }
 
     /// Claims an epoch to write `sid` under without holding it (see the module docs). Writes
     /// that start together share one claim: a claim this store took meanwhile is used, unless it
     /// is `replacing` (or older: a tier refused it) or `force` asks for a new one.
+    /// `wait`: wait out a live lease of another holder it ends (see [`Self::live_other`]); a
+    /// lane claiming again does not (it would hold up every session of the lane).
     pub async fn claim(
         &self,
         cx: &LeaseTiers<'_>,
         sid: &SessionId,
         force: bool,
         replacing: Option<u64>,
+        wait: bool,
     ) -> Result<Fence> {
         let gate = self.gate(sid);
         let _one = gate.lock().await;
@@ -510,7 +544,15 @@ impl Leases {
             check_live: cx.leases_on,
         };
         let ttl = Duration::from_secs(30);
-        match take(cx, sid, &self.claim_token, CLAIM_HOLDER, ttl, mode).await? {
+        let ended = match wait && (force || !cx.leases_on) {
+            true => self.live_other(cx, sid).await?,
+            false => None,
+        };
+        let took = take(cx, sid, &self.claim_token, CLAIM_HOLDER, ttl, mode).await?;
+        if let (Some(ms), Took::Granted { .. }) = (ended, &took) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        match took {
             Took::Granted { epoch, sealed, .. } => {
                 let sealed = sealed || cx.sealing;
                 let mut sessions = self.sessions.lock();

@@ -108,7 +108,7 @@ impl Tiers {
     pub(super) fn cache_for(&self, sid: &str) -> Option<&Arc<KeyCache>> {
         self.cache
             .as_ref()
-            .filter(|_| !self.leases_on || self.leases.holds(sid))
+            .filter(|_| !self.leases_on || self.leases.serves_cache(sid))
     }
 
     /// The lease context of a lane working on `slot`'s session.
@@ -144,7 +144,7 @@ impl Tiers {
             Verdict::Lost => Err(lost()),
             // a claim this store took since, or a new one
             _ if claimed => {
-                let f = self.leases.claim(&cx, sid, false, Some(epoch)).await?;
+                let f = self.leases.claim(&cx, sid, false, Some(epoch), false).await?;
                 if values && !may_write(f.sealed, self.keyring.is_some()) {
                     return Err(sealed_error());
                 }
