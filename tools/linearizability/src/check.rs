@@ -70,7 +70,19 @@ pub fn linearizable(ops: &[Interval]) -> bool {
     }
     events.sort_unstable();
     // each operation is its own process: the checker pairs a process's calls and returns in order
-    let actions = events.into_iter().map(|(_, kind, i)| (i, if kind == 0 { Action::Call(ops[i].op) } else { Action::Response(ops[i].op) })).collect();
+    let actions = events
+        .into_iter()
+        .map(|(_, kind, i)| {
+            (
+                i,
+                if kind == 0 {
+                    Action::Call(ops[i].op)
+                } else {
+                    Action::Response(ops[i].op)
+                },
+            )
+        })
+        .collect();
     WGLChecker::<Register>::is_linearizable(WglHistory::from_actions(actions))
 }
 
@@ -107,7 +119,11 @@ pub fn check(history: &History) -> Vec<RecordResult> {
         .map(|(record, mut ops)| {
             ops.sort_by_key(|&i| (history.ops[i].invoke, i));
             let violations = check_record(&history.ops, &ops);
-            RecordResult { record: record.to_string(), ops, violations }
+            RecordResult {
+                record: record.to_string(),
+                ops,
+                violations,
+            }
         })
         .collect()
 }
@@ -156,16 +172,28 @@ fn check_record(all: &[Op], ops: &[usize]) -> Vec<Violation> {
                     }
                 },
             };
-            let rop = if op.kind == Kind::Read { RegisterOp::Read(v) } else { RegisterOp::Write(v) };
-            Interval { op: rop, invoke: op.invoke, end: op.end() }
+            let rop = if op.kind == Kind::Read {
+                RegisterOp::Read(v)
+            } else {
+                RegisterOp::Write(v)
+            };
+            Interval {
+                op: rop,
+                invoke: op.invoke,
+                end: op.end(),
+            }
         })
         .collect();
     if linearizable(&intervals) {
         return violations;
     }
     let failing = register[shortest_failing_prefix(&intervals)];
-    let (why, context) = explain(all, &register, failing);
-    violations.push(Violation::NotLinearizable { failing, why, context });
+    let (why, context) = explain(all, ops, &register, failing);
+    violations.push(Violation::NotLinearizable {
+        failing,
+        why,
+        context,
+    });
     violations
 }
 
@@ -175,7 +203,10 @@ fn prefix(ops: &[Interval], t: u64) -> Vec<Interval> {
         .filter(|o| o.invoke <= t)
         .filter_map(|o| match (o.op, o.end <= t) {
             (_, true) => Some(*o),
-            (RegisterOp::Write(_), false) => Some(Interval { end: u64::MAX, ..*o }),
+            (RegisterOp::Write(_), false) => Some(Interval {
+                end: u64::MAX,
+                ..*o
+            }),
             (RegisterOp::Read(_), false) => None,
         })
         .collect()
@@ -184,7 +215,12 @@ fn prefix(ops: &[Interval], t: u64) -> Vec<Interval> {
 /// The index of the operation whose return ends the shortest non-linearizable prefix (the
 /// history itself is not linearizable).
 fn shortest_failing_prefix(ops: &[Interval]) -> usize {
-    let mut ends: Vec<(u64, usize)> = ops.iter().enumerate().filter(|(_, o)| o.end != u64::MAX).map(|(i, o)| (o.end, i)).collect();
+    let mut ends: Vec<(u64, usize)> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.end != u64::MAX)
+        .map(|(i, o)| (o.end, i))
+        .collect();
     ends.sort_unstable();
     // invariant: prefix(ends[lo - 1]) linearizable (or lo = 0), prefix(ends[hi]) not
     let (mut lo, mut hi) = (0usize, ends.len() - 1);
@@ -199,24 +235,38 @@ fn shortest_failing_prefix(ops: &[Interval]) -> usize {
     ends[hi].1
 }
 
-/// Words for the failing operation and the operations around it.
-fn explain(all: &[Op], register: &[usize], failing: usize) -> (String, Vec<usize>) {
+/// Words for the failing operation and the operations around it (`ops`: all of the record's,
+/// fenced ones included; `register`: those the register check used).
+fn explain(all: &[Op], ops: &[usize], register: &[usize], failing: usize) -> (String, Vec<usize>) {
     let f = &all[failing];
     let f_end = f.end();
     let done_write = |i: usize| all[i].kind.writes() && all[i].status == Status::Done;
     // acknowledged writes that returned before the failing operation began
-    let mut before: Vec<usize> = register.iter().copied().filter(|&i| done_write(i) && all[i].end() < f.invoke).collect();
+    let mut before: Vec<usize> = register
+        .iter()
+        .copied()
+        .filter(|&i| done_write(i) && all[i].end() < f.invoke)
+        .collect();
     before.sort_by_key(|&i| all[i].end());
     // the write whose value a failing read returned
     let source = match (f.kind, &f.value) {
-        (Kind::Read, Some(v)) => register.iter().copied().find(|&i| all[i].kind == Kind::Write && all[i].value.as_deref() == Some(v)),
+        (Kind::Read, Some(v)) => register
+            .iter()
+            .copied()
+            .find(|&i| all[i].kind == Kind::Write && all[i].value.as_deref() == Some(v)),
         _ => None,
     };
     let why = match (f.kind, &f.value, source) {
-        (Kind::Read, Some(_), None) => "the read returned a value no write of this record carried".to_string(),
+        (Kind::Read, Some(_), None) => {
+            "the read returned a value no write of this record carried".to_string()
+        }
         (Kind::Read, Some(_), Some(s)) => {
             // a write acknowledged before the read began, itself begun after the source returned
-            let newer = before.iter().rev().copied().find(|&w| all[w].invoke > all[s].end());
+            let newer = before
+                .iter()
+                .rev()
+                .copied()
+                .find(|&w| all[w].invoke > all[s].end());
             match newer {
                 Some(w) => format!(
                     "stale read: it returned {}, but {} {} was acknowledged before the read began, and began after {} had returned",
@@ -229,13 +279,32 @@ fn explain(all: &[Op], register: &[usize], failing: usize) -> (String, Vec<usize
             }
         }
         (Kind::Read, None, _) => match before.last() {
-            Some(&w) if all[w].kind == Kind::Write => format!(
-                "the read returned absent, but write {} was acknowledged before the read began and no delete could have come between",
-                show(&all[w].value)
-            ),
-            _ => "the read returned absent, which no order of the writes around it explains".to_string(),
+            Some(&w) if all[w].kind == Kind::Write => {
+                // a delete refused by the fence, begun after that write and before the read returned
+                let fenced_delete = ops.iter().copied().find(|&d| {
+                    all[d].kind == Kind::Delete
+                        && all[d].status == Status::Fenced
+                        && all[d].invoke > all[w].invoke
+                        && all[d].invoke <= f_end
+                });
+                match fenced_delete {
+                    Some(d) => format!(
+                        "the read returned absent after write {} was acknowledged; the only delete that could explain it is {}'s, which was refused with {}: a fenced delete became visible",
+                        show(&all[w].value),
+                        all[d].proc,
+                        all[d].outcome
+                    ),
+                    None => format!(
+                        "the read returned absent, but write {} was acknowledged before the read began and no delete could have come between",
+                        show(&all[w].value)
+                    ),
+                }
+            }
+            _ => "the read returned absent, which no order of the writes around it explains"
+                .to_string(),
         },
-        _ => "no order of this record's operations explains the reads up to this write's return".to_string(),
+        _ => "no order of this record's operations explains the reads up to this write's return"
+            .to_string(),
     };
     let mut context: Vec<usize> = Vec::new();
     context.push(failing);
@@ -244,8 +313,21 @@ fn explain(all: &[Op], register: &[usize], failing: usize) -> (String, Vec<usize
     }
     context.extend(before.iter().rev().take(3));
     // operations overlapping the failing one
-    let overlapping = register.iter().copied().filter(|&i| i != failing && all[i].invoke <= f_end && all[i].end() >= f.invoke);
+    let overlapping = register
+        .iter()
+        .copied()
+        .filter(|&i| i != failing && all[i].invoke <= f_end && all[i].end() >= f.invoke);
     context.extend(overlapping.take(8));
+    // fenced writes and deletes since the last acknowledged write (they must not have landed)
+    let since = before.last().map(|&w| all[w].invoke).unwrap_or(0);
+    context.extend(
+        ops.iter()
+            .copied()
+            .filter(|&i| {
+                all[i].status == Status::Fenced && all[i].invoke >= since && all[i].invoke <= f_end
+            })
+            .take(4),
+    );
     context.sort_by_key(|&i| (all[i].invoke, i));
     context.dedup();
     (why, context)
@@ -264,16 +346,30 @@ mod tests {
     use super::*;
 
     fn w(v: Val, invoke: u64, end: u64) -> Interval {
-        Interval { op: RegisterOp::Write(v), invoke, end }
+        Interval {
+            op: RegisterOp::Write(v),
+            invoke,
+            end,
+        }
     }
     fn r(v: Val, invoke: u64, end: u64) -> Interval {
-        Interval { op: RegisterOp::Read(v), invoke, end }
+        Interval {
+            op: RegisterOp::Read(v),
+            invoke,
+            end,
+        }
     }
     const PENDING: u64 = u64::MAX;
 
     #[test]
     fn sequential_history_is_linearizable() {
-        assert!(linearizable(&[r(0, 0, 1), w(1, 2, 3), r(1, 4, 5), w(0, 6, 7), r(0, 8, 9)]));
+        assert!(linearizable(&[
+            r(0, 0, 1),
+            w(1, 2, 3),
+            r(1, 4, 5),
+            w(0, 6, 7),
+            r(0, 8, 9)
+        ]));
     }
 
     #[test]
@@ -281,7 +377,12 @@ mod tests {
         assert!(linearizable(&[w(1, 0, 10), w(2, 1, 9), r(2, 11, 12)]));
         assert!(linearizable(&[w(1, 0, 10), w(2, 1, 9), r(1, 11, 12)]));
         // but both later reads must agree
-        assert!(!linearizable(&[w(1, 0, 10), w(2, 1, 9), r(1, 11, 12), r(2, 13, 14)]));
+        assert!(!linearizable(&[
+            w(1, 0, 10),
+            w(2, 1, 9),
+            r(1, 11, 12),
+            r(2, 13, 14)
+        ]));
     }
 
     #[test]
@@ -295,12 +396,24 @@ mod tests {
         assert!(linearizable(&[w(1, 0, 1), w(2, 2, PENDING), r(2, 4, 5)]));
         // but not before it was invoked, and not undone once seen
         assert!(!linearizable(&[w(1, 0, 1), r(2, 2, 3), w(2, 4, PENDING)]));
-        assert!(!linearizable(&[w(1, 0, 1), w(2, 2, PENDING), r(2, 4, 5), r(1, 6, 7)]));
+        assert!(!linearizable(&[
+            w(1, 0, 1),
+            w(2, 2, PENDING),
+            r(2, 4, 5),
+            r(1, 6, 7)
+        ]));
     }
 
     #[test]
     fn shortest_prefix_points_at_the_first_unexplained_read() {
-        let ops = [w(1, 0, 1), w(2, 2, 3), r(2, 4, 5), r(1, 6, 7), r(2, 8, 9), r(1, 10, 11)];
+        let ops = [
+            w(1, 0, 1),
+            w(2, 2, 3),
+            r(2, 4, 5),
+            r(1, 6, 7),
+            r(2, 8, 9),
+            r(1, 10, 11),
+        ];
         assert_eq!(shortest_failing_prefix(&ops), 3);
     }
 }
@@ -338,7 +451,11 @@ mod record_tests {
             r#"{"proc":"reader","record":"b","op":"read","value":null,"invoke":"710","return":"720","outcome":"ok"}"#,
         ]);
         assert_eq!(results.len(), 2);
-        assert!(violations(&results).is_empty(), "{:?}", violations(&results));
+        assert!(
+            violations(&results).is_empty(),
+            "{:?}",
+            violations(&results)
+        );
     }
 
     #[test]
@@ -353,7 +470,11 @@ mod record_tests {
         let v = violations(&results);
         assert_eq!(v.len(), 1, "{v:?}");
         match v[0] {
-            Violation::NotLinearizable { failing, why, context } => {
+            Violation::NotLinearizable {
+                failing,
+                why,
+                context,
+            } => {
                 assert_eq!(*failing, 3, "the first read of h:1 after t:1 was read");
                 assert!(why.starts_with("stale read"), "{why}");
                 assert!(context.contains(&1) && context.contains(&0), "{context:?}");
@@ -371,7 +492,10 @@ mod record_tests {
         ]);
         let v = violations(&results);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(matches!(v[0], Violation::FencedVisible { read: 2, write: 1 }), "{v:?}");
+        assert!(
+            matches!(v[0], Violation::FencedVisible { read: 2, write: 1 }),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -382,14 +506,38 @@ mod record_tests {
             r#"{"proc":"reader","record":"a","op":"read","value":null,"invoke":300,"return":310,"outcome":"ok"}"#,
         ]);
         match violations(&results)[..] {
-            [Violation::NotLinearizable { failing: 1, why, .. }] => assert!(why.contains("absent"), "{why}"),
+            [Violation::NotLinearizable {
+                failing: 1, why, ..
+            }] => assert!(why.contains("absent"), "{why}"),
+            ref v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_visible_fenced_delete_is_named() {
+        let results = run(&[
+            r#"{"proc":"holder","record":"a","op":"write","value":"h:1","invoke":100,"return":200,"outcome":"ok"}"#,
+            r#"{"proc":"holder","record":"a","op":"delete","invoke":300,"return":400,"outcome":"ERR_SESSION_LOCKED"}"#,
+            r#"{"proc":"reader","record":"a","op":"read","value":null,"invoke":500,"return":510,"outcome":"ok"}"#,
+        ]);
+        match violations(&results)[..] {
+            [Violation::NotLinearizable {
+                failing: 2,
+                why,
+                context,
+            }] => {
+                assert!(why.contains("fenced delete became visible"), "{why}");
+                assert!(context.contains(&1), "{context:?}");
+            }
             ref v => panic!("{v:?}"),
         }
     }
 
     #[test]
     fn a_value_nobody_wrote_fails() {
-        let results = run(&[r#"{"proc":"reader","record":"a","op":"read","value":"x","invoke":1,"return":2,"outcome":"ok"}"#]);
+        let results = run(&[
+            r#"{"proc":"reader","record":"a","op":"read","value":"x","invoke":1,"return":2,"outcome":"ok"}"#,
+        ]);
         match violations(&results)[..] {
             [Violation::NotLinearizable { why, .. }] => assert!(why.contains("no write"), "{why}"),
             ref v => panic!("{v:?}"),
@@ -429,7 +577,9 @@ mod agree_with_stateright {
     //! LinearizabilityTester's (a second, independent implementation), pending writes included
     //! (stateright: an operation still in flight may or may not have taken effect).
     use super::*;
-    use stateright::semantics::register::{Register as SrRegister, RegisterOp as SrOp, RegisterRet as SrRet};
+    use stateright::semantics::register::{
+        Register as SrRegister, RegisterOp as SrOp, RegisterRet as SrRet,
+    };
     use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 
     struct Rng(u64);
@@ -475,7 +625,11 @@ mod agree_with_stateright {
             let ops: Vec<Interval> = (0..n)
                 .map(|_| {
                     let invoke = rng.next(30);
-                    let end = if rng.next(8) == 0 { u64::MAX } else { invoke + rng.next(10) };
+                    let end = if rng.next(8) == 0 {
+                        u64::MAX
+                    } else {
+                        invoke + rng.next(10)
+                    };
                     let op = if rng.next(2) == 0 {
                         // writes of unique values, a few deletes (0)
                         let v = if rng.next(5) == 0 { 0 } else { next_value };
@@ -485,7 +639,11 @@ mod agree_with_stateright {
                         RegisterOp::Read(rng.next(4) as Val)
                     };
                     // only writes may stay pending
-                    let end = if matches!(op, RegisterOp::Read(_)) && end == u64::MAX { invoke + 1 } else { end };
+                    let end = if matches!(op, RegisterOp::Read(_)) && end == u64::MAX {
+                        invoke + 1
+                    } else {
+                        end
+                    };
                     Interval { op, invoke, end }
                 })
                 .collect();

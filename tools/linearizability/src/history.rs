@@ -103,7 +103,10 @@ pub struct History {
 
 impl History {
     pub fn new() -> Self {
-        History { files: Vec::new(), ops: Vec::new() }
+        History {
+            files: Vec::new(),
+            ops: Vec::new(),
+        }
     }
 
     /// Adds the operations of one file's text.
@@ -112,11 +115,23 @@ impl History {
         self.files.push(name.to_string());
         let trimmed = text.trim_start();
         // one JSON document (an array, or { ops: [...] }), else JSON lines
-        let whole = if trimmed.starts_with('[') || trimmed.starts_with('{') { serde_json::from_str::<Value>(text).ok() } else { None };
+        let whole = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+            serde_json::from_str::<Value>(text).ok()
+        } else {
+            None
+        };
         let items: Vec<(usize, Value)> = match whole {
-            Some(Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i + 1, v))
+                .collect(),
             Some(Value::Object(mut o)) if o.contains_key("ops") => match o.remove("ops") {
-                Some(Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect(),
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i + 1, v))
+                    .collect(),
                 _ => return Err(InputError(format!("{name}: \"ops\" must be an array"))),
             },
             _ => {
@@ -125,14 +140,16 @@ impl History {
                     if l.trim().is_empty() {
                         continue;
                     }
-                    let v = serde_json::from_str::<Value>(l).map_err(|e| InputError(format!("{name}:{}: not JSON: {e}", i + 1)))?;
+                    let v = serde_json::from_str::<Value>(l)
+                        .map_err(|e| InputError(format!("{name}:{}: not JSON: {e}", i + 1)))?;
                     out.push((i + 1, v));
                 }
                 out
             }
         };
         for (line, v) in items {
-            let op = parse_op(&v, file, line).map_err(|m| InputError(format!("{name}:{line}: {m}")))?;
+            let op =
+                parse_op(&v, file, line).map_err(|m| InputError(format!("{name}:{line}: {m}")))?;
             self.ops.push(op);
         }
         Ok(())
@@ -175,9 +192,16 @@ impl History {
 fn time(v: Option<&Value>, what: &str) -> Result<Option<u64>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| format!("{what} must be a non-negative integer of nanoseconds")),
-        Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| format!("{what} must be a non-negative integer of nanoseconds, got {s:?}")),
-        Some(_) => Err(format!("{what} must be an integer (or a decimal string) of nanoseconds")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("{what} must be a non-negative integer of nanoseconds")),
+        Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| {
+            format!("{what} must be a non-negative integer of nanoseconds, got {s:?}")
+        }),
+        Some(_) => Err(format!(
+            "{what} must be an integer (or a decimal string) of nanoseconds"
+        )),
     }
 }
 
@@ -199,12 +223,16 @@ fn parse_op(v: &Value, file: usize, line: usize) -> Result<Op, String> {
     };
     let value = match (kind, o.get("value")) {
         (Kind::Write, Some(Value::String(s))) => Some(s.clone()),
-        (Kind::Write, _) => return Err("a write needs a string \"value\" (a delete is op \"delete\")".into()),
+        (Kind::Write, _) => {
+            return Err("a write needs a string \"value\" (a delete is op \"delete\")".into())
+        }
         (Kind::Delete, None | Some(Value::Null)) => None,
         (Kind::Delete, Some(_)) => return Err("a delete has no value (null or left out)".into()),
         (Kind::Read, None | Some(Value::Null)) => None,
         (Kind::Read, Some(Value::String(s))) => Some(s.clone()),
-        (Kind::Read, Some(_)) => return Err("a read's \"value\" is the string it returned, or null for absent".into()),
+        (Kind::Read, Some(_)) => {
+            return Err("a read's \"value\" is the string it returned, or null for absent".into())
+        }
     };
     let invoke = time(o.get("invoke"), "\"invoke\"")?.ok_or("\"invoke\" is required")?;
     let ret = time(o.get("return"), "\"return\"")?;
@@ -228,5 +256,16 @@ fn parse_op(v: &Value, file: usize, line: usize) -> Result<Op, String> {
         (true, false) => Status::Pending,
         (false, false) => Status::Ignored,
     };
-    Ok(Op { line, file, proc, record, kind, value, invoke, ret, outcome, status })
+    Ok(Op {
+        line,
+        file,
+        proc,
+        record,
+        kind,
+        value,
+        invoke,
+        ret,
+        outcome,
+        status,
+    })
 }

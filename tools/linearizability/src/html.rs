@@ -11,7 +11,10 @@ const ROW: f64 = 26.0;
 const LEFT: f64 = 150.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn ms(t: u64, origin: u64) -> f64 {
@@ -19,7 +22,15 @@ fn ms(t: u64, origin: u64) -> f64 {
 }
 
 /// One timeline of `ops` between `from` and `to` (ns, the window); `marked`: outlined ops, `failing` in red.
-fn timeline(out: &mut String, h: &History, ops: &[usize], (from, to): (u64, u64), failing: Option<usize>, marked: &[usize], labels: bool) {
+fn timeline(
+    out: &mut String,
+    h: &History,
+    ops: &[usize],
+    (from, to): (u64, u64),
+    failing: Option<usize>,
+    marked: &[usize],
+    labels: bool,
+) {
     let origin = h.origin();
     let mut procs: Vec<&str> = ops.iter().map(|&i| h.ops[i].proc.as_str()).collect();
     procs.sort_unstable();
@@ -27,15 +38,30 @@ fn timeline(out: &mut String, h: &History, ops: &[usize], (from, to): (u64, u64)
     let span = (to.saturating_sub(from)).max(1) as f64;
     let x = |t: u64| LEFT + (t.clamp(from, to) - from) as f64 / span * (WIDTH - LEFT - 10.0);
     let height = ROW * procs.len() as f64 + 30.0;
-    let _ = writeln!(out, r#"<svg width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="monospace" font-size="11">"#);
+    let _ = writeln!(
+        out,
+        r#"<svg width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-family="monospace" font-size="11">"#
+    );
     for (row, p) in procs.iter().enumerate() {
         let y = 20.0 + ROW * row as f64;
-        let _ = writeln!(out, r##"<text x="4" y="{:.1}">{}</text><line x1="{LEFT}" x2="{WIDTH}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##, y + 15.0, esc(p), y + ROW - 2.0, y + ROW - 2.0);
+        let _ = writeln!(
+            out,
+            r##"<text x="4" y="{:.1}">{}</text><line x1="{LEFT}" x2="{WIDTH}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            y + 15.0,
+            esc(p),
+            y + ROW - 2.0,
+            y + ROW - 2.0
+        );
     }
     // axis: ms since the history's first invocation
     for k in 0..=5 {
         let t = from + ((to - from) as f64 * k as f64 / 5.0) as u64;
-        let _ = writeln!(out, r##"<text x="{:.1}" y="12" fill="#888">{:.3} ms</text>"##, x(t), ms(t, origin));
+        let _ = writeln!(
+            out,
+            r##"<text x="{:.1}" y="12" fill="#888">{:.3} ms</text>"##,
+            x(t),
+            ms(t, origin)
+        );
     }
     for &i in ops {
         let op = &h.ops[i];
@@ -51,7 +77,11 @@ fn timeline(out: &mut String, h: &History, ops: &[usize], (from, to): (u64, u64)
             (_, Kind::Delete) => "#c9a8e8",
             (_, Kind::Write) => "#9cc3ef",
         };
-        let dash = if op.status == Status::Pending { r#" stroke-dasharray="4 2""# } else { "" };
+        let dash = if op.status == Status::Pending {
+            r#" stroke-dasharray="4 2""#
+        } else {
+            ""
+        };
         let (stroke, sw) = if Some(i) == failing {
             ("#d00000", 3.0)
         } else if marked.contains(&i) {
@@ -59,7 +89,10 @@ fn timeline(out: &mut String, h: &History, ops: &[usize], (from, to): (u64, u64)
         } else {
             ("#555555", 0.5)
         };
-        let ret = op.ret.map(|r| format!("{:.3} ms", ms(r, origin))).unwrap_or_else(|| "never".into());
+        let ret = op
+            .ret
+            .map(|r| format!("{:.3} ms", ms(r, origin)))
+            .unwrap_or_else(|| "never".into());
         let title = format!(
             "{} {} {} by {}\ninvoke {:.3} ms, return {}\noutcome {} ({})\n{}",
             op.kind.name(),
@@ -85,7 +118,13 @@ fn timeline(out: &mut String, h: &History, ops: &[usize], (from, to): (u64, u64)
                 Kind::Write => format!("w {}", show(&op.value)),
                 Kind::Delete => "del".to_string(),
             };
-            let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, x0 + 2.0, y + 14.0, esc(&label));
+            let _ = writeln!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+                x0 + 2.0,
+                y + 14.0,
+                esc(&label)
+            );
         }
         let _ = writeln!(out, "</g>");
     }
@@ -119,14 +158,39 @@ pub fn render(h: &History, results: &[RecordResult]) -> String {
                     let from = wr.invoke.min(rd.invoke);
                     let to = rd.end().max(wr.end().min(rd.end()));
                     let pad = (to - from) / 10 + 1;
-                    timeline(&mut out, h, &r.ops, (from.saturating_sub(pad), to.saturating_add(pad)), Some(*read), &[*write], true);
+                    timeline(
+                        &mut out,
+                        h,
+                        &r.ops,
+                        (from.saturating_sub(pad), to.saturating_add(pad)),
+                        Some(*read),
+                        &[*write],
+                        true,
+                    );
                 }
-                Violation::NotLinearizable { failing, why, context } => {
+                Violation::NotLinearizable {
+                    failing,
+                    why,
+                    context,
+                } => {
                     let _ = writeln!(out, "<p><b>not linearizable</b>: {}</p>", esc(why));
                     let from = context.iter().map(|&i| h.ops[i].invoke).min().unwrap_or(0);
-                    let to = context.iter().map(|&i| h.ops[i].end()).filter(|&e| e != u64::MAX).max().unwrap_or(from + 1);
+                    let to = context
+                        .iter()
+                        .map(|&i| h.ops[i].end())
+                        .filter(|&e| e != u64::MAX)
+                        .max()
+                        .unwrap_or(from + 1);
                     let pad = (to - from) / 10 + 1;
-                    timeline(&mut out, h, &r.ops, (from.saturating_sub(pad), to.saturating_add(pad)), Some(*failing), context, true);
+                    timeline(
+                        &mut out,
+                        h,
+                        &r.ops,
+                        (from.saturating_sub(pad), to.saturating_add(pad)),
+                        Some(*failing),
+                        context,
+                        true,
+                    );
                     let _ = writeln!(out, "<table><tr><th>proc</th><th>op</th><th>value</th><th>invoke ms</th><th>return ms</th><th>outcome</th><th>line</th></tr>");
                     for &i in context {
                         let op = &h.ops[i];
@@ -148,7 +212,13 @@ pub fn render(h: &History, results: &[RecordResult]) -> String {
             }
         }
         let from = r.ops.iter().map(|&i| h.ops[i].invoke).min().unwrap_or(0);
-        let to = r.ops.iter().map(|&i| h.ops[i].end()).filter(|&e| e != u64::MAX).max().unwrap_or(from + 1);
+        let to = r
+            .ops
+            .iter()
+            .map(|&i| h.ops[i].end())
+            .filter(|&e| e != u64::MAX)
+            .max()
+            .unwrap_or(from + 1);
         let _ = writeln!(out, "<p>The whole record ({} operations):</p>", r.ops.len());
         timeline(&mut out, h, &r.ops, (from, to), None, &[], false);
     }

@@ -17,6 +17,8 @@ mod html;
 use check::{show, Violation};
 use history::{History, Kind, Status};
 use serde_json::json;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 struct Args {
@@ -31,7 +33,11 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { html: None, json: None, files: Vec::new() };
+    let mut args = Args {
+        html: None,
+        json: None,
+        files: Vec::new(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -48,6 +54,14 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    let mut out = String::new();
+    let code = run(&mut out);
+    // a reader that went away (a pipe closed early) is not our failure
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    code
+}
+
+fn run(out: &mut String) -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(m) => return usage(&m),
@@ -67,10 +81,13 @@ fn main() -> ExitCode {
     }
     let results = check::check(&h);
     let origin = h.origin();
-    let count = |k: fn(Kind) -> bool, s: Status| h.ops.iter().filter(|o| k(o.kind) && o.status == s).count();
+    let count = |k: fn(Kind) -> bool, s: Status| {
+        h.ops.iter().filter(|o| k(o.kind) && o.status == s).count()
+    };
     let writes = |k: Kind| k.writes();
     let reads = |k: Kind| k == Kind::Read;
-    println!(
+    let _ = writeln!(
+        out,
         "checked {} records, {} operations: writes {} acknowledged, {} of unknown outcome, {} fenced; reads {} answered, {} failed",
         results.len(),
         h.ops.len(),
@@ -105,7 +122,8 @@ fn main() -> ExitCode {
         for v in &r.violations {
             match v {
                 Violation::FencedVisible { read, write } => {
-                    println!(
+                    let _ = writeln!(
+        out,
                         "VIOLATION record {}: fenced write visible: {} read {}, the value of a write {} was refused with {}",
                         r.record,
                         h.ops[*read].proc,
@@ -113,15 +131,23 @@ fn main() -> ExitCode {
                         h.ops[*write].proc,
                         h.ops[*write].outcome
                     );
-                    println!("{}", line(*write, false));
-                    println!("{}", line(*read, true));
+                    let _ = writeln!(out, "{}", line(*write, false));
+                    let _ = writeln!(out, "{}", line(*read, true));
                     report.push(json!({ "record": r.record, "kind": "fenced-visible", "read": h.place(*read), "write": h.place(*write), "value": h.ops[*read].value }));
                 }
-                Violation::NotLinearizable { failing, why, context } => {
-                    println!("VIOLATION record {}: not linearizable: {why}", r.record);
-                    println!("  ops by invocation, ms since the first invocation (> the first one no legal order explains):");
+                Violation::NotLinearizable {
+                    failing,
+                    why,
+                    context,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "VIOLATION record {}: not linearizable: {why}",
+                        r.record
+                    );
+                    let _ = writeln!(out, "  ops by invocation, ms since the first invocation (> the first one no legal order explains):");
                     for &i in context {
-                        println!("{}", line(i, i == *failing));
+                        let _ = writeln!(out, "{}", line(i, i == *failing));
                     }
                     report.push(json!({
                         "record": r.record,
@@ -139,19 +165,38 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &args.json {
         let doc = json!({ "ok": bad_records == 0, "records": results.len(), "operations": h.ops.len(), "violatingRecords": bad_records, "violations": report });
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default())
+        {
             return usage(&format!("cannot write {path}: {e}"));
         }
     }
     if bad_records == 0 {
-        println!("OK: every record's history is linearizable and no fenced write was read");
+        let _ = writeln!(
+            out,
+            "OK: every record's history is linearizable and no fenced write was read"
+        );
         return ExitCode::SUCCESS;
     }
-    let path = args.html.clone().unwrap_or_else(|| format!("{}.html", args.files[0]));
+    let path = args
+        .html
+        .clone()
+        .unwrap_or_else(|| format!("{}.html", args.files[0]));
     match std::fs::write(&path, html::render(&h, &results)) {
-        Ok(()) => println!("visualisation: {}", std::fs::canonicalize(&path).map(|p| p.display().to_string()).unwrap_or(path)),
+        Ok(()) => {
+            let _ = writeln!(
+                out,
+                "visualisation: {}",
+                std::fs::canonicalize(&path)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(path)
+            );
+        }
         Err(e) => eprintln!("could not write the visualisation to {path}: {e}"),
     }
-    println!("FAILED: {bad_records} of {} records violate", results.len());
+    let _ = writeln!(
+        out,
+        "FAILED: {bad_records} of {} records violate",
+        results.len()
+    );
     ExitCode::from(1)
 }
