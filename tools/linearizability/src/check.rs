@@ -105,8 +105,8 @@ pub fn linearizable(ops: &[Interval]) -> bool {
 
 #[derive(Debug)]
 pub enum Violation {
-    /// a read returned the value of a write that was fenced (ERR_SESSION_LOCKED)
-    FencedVisible { read: usize, write: usize },
+    /// reads (by invocation) returned the value of a write that was fenced (ERR_SESSION_LOCKED)
+    FencedVisible { write: usize, reads: Vec<usize> },
     /// no order of the record's operations explains what its reads returned
     NotLinearizable {
         /// the operation whose return ends the shortest failing prefix
@@ -160,7 +160,16 @@ fn check_record(all: &[Op], ops: &[usize]) -> Vec<Violation> {
             (_, Status::Fenced | Status::Ignored) => {}
             (Kind::Read, Status::Done) => match op.value.as_deref().and_then(|v| fenced.get(v)) {
                 // reported here; left out of the register so that it reports what else is wrong
-                Some(&w) => violations.push(Violation::FencedVisible { read: i, write: w }),
+                Some(&w) => match violations
+                    .iter_mut()
+                    .find(|v| matches!(v, Violation::FencedVisible { write, .. } if *write == w))
+                {
+                    Some(Violation::FencedVisible { reads, .. }) => reads.push(i),
+                    _ => violations.push(Violation::FencedVisible {
+                        write: w,
+                        reads: vec![i],
+                    }),
+                },
                 None => register.push(i),
             },
             _ => register.push(i),
@@ -286,10 +295,12 @@ fn explain(all: &[Op], ops: &[usize], register: &[usize], failing: usize) -> (St
                 .find(|&w| all[w].invoke > all[s].end());
             match newer {
                 Some(w) => format!(
-                    "stale read: it returned {}, but {} {} was acknowledged before the read began, and began after {} had returned",
+                    "stale read: it returned {}, but {} was acknowledged before the read began, and began after {} had returned",
                     show(&f.value),
-                    all[w].kind.name(),
-                    show(&all[w].value),
+                    match all[w].kind {
+                        Kind::Delete => "a delete".to_string(),
+                        _ => format!("write {}", show(&all[w].value)),
+                    },
                     show(&all[s].value)
                 ),
                 None => "the read's value cannot be ordered with the reads and writes around it".to_string(),
@@ -525,7 +536,7 @@ mod record_tests {
         let v = violations(&results);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(
-            matches!(v[0], Violation::FencedVisible { read: 2, write: 1 }),
+            matches!(v[0], Violation::FencedVisible { write: 1, reads } if reads == &vec![2]),
             "{v:?}"
         );
     }

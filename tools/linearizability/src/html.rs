@@ -143,11 +143,13 @@ pub fn render(h: &History, results: &[RecordResult]) -> String {
         let _ = writeln!(out, "<h2>record {}</h2>", esc(&r.record));
         for v in &r.violations {
             match v {
-                Violation::FencedVisible { read, write } => {
+                Violation::FencedVisible { write, reads } => {
+                    let read = &reads[0];
                     let (rd, wr) = (&h.ops[*read], &h.ops[*write]);
                     let _ = writeln!(
                         out,
-                        "<p><b>fenced write visible</b>: {} read {} at {:.3} ms, the value of a write {} rejected with {} ({:.3} ms).</p>",
+                        "<p><b>fenced write visible</b>: read {} time(s), first by {}: {} at {:.3} ms, the value of a write {} rejected with {} ({:.3} ms).</p>",
+                        reads.len(),
                         esc(&rd.proc),
                         esc(&show(&rd.value)),
                         ms(rd.invoke, origin),

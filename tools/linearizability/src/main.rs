@@ -121,19 +121,23 @@ fn run(out: &mut String) -> ExitCode {
         bad_records += 1;
         for v in &r.violations {
             match v {
-                Violation::FencedVisible { read, write } => {
+                Violation::FencedVisible { write, reads } => {
+                    let first = reads[0];
                     let _ = writeln!(
-        out,
-                        "VIOLATION record {}: fenced write visible: {} read {}, the value of a write {} was refused with {}",
+                        out,
+                        "VIOLATION record {}: fenced write visible: the value {} of a write {} was refused with {}, yet it was read {} time(s), first by {}",
                         r.record,
-                        h.ops[*read].proc,
-                        show(&h.ops[*read].value),
+                        show(&h.ops[*write].value),
                         h.ops[*write].proc,
-                        h.ops[*write].outcome
+                        h.ops[*write].outcome,
+                        reads.len(),
+                        h.ops[first].proc
                     );
                     let _ = writeln!(out, "{}", line(*write, false));
-                    let _ = writeln!(out, "{}", line(*read, true));
-                    report.push(json!({ "record": r.record, "kind": "fenced-visible", "read": h.place(*read), "write": h.place(*write), "value": h.ops[*read].value }));
+                    for &rd in reads.iter().take(3) {
+                        let _ = writeln!(out, "{}", line(rd, rd == first));
+                    }
+                    report.push(json!({ "record": r.record, "kind": "fenced-visible", "write": h.place(*write), "value": h.ops[*write].value, "reads": reads.iter().map(|&i| h.place(i)).collect::<Vec<_>>() }));
                 }
                 Violation::NotLinearizable {
                     failing,
