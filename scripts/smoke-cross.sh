@@ -81,8 +81,10 @@ echo "$arm64_node: $(run_arm64 -p 'process.version + " " + process.platform + " 
 
 pg_pid=
 pg_dir=
+pg_bin=
 cleanup() {
-  if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
+  # pg_ctl, not a signal to $pg_pid: that is runuser's pid, and the server is its child
+  if [ -n "$pg_pid" ]; then runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1 || true; wait "$pg_pid" 2>/dev/null || true; fi
   if [ -n "$pg_dir" ]; then rm -rf "$pg_dir"; fi
 }
 trap cleanup EXIT
