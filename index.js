@@ -2,6 +2,9 @@
 // wa-auth-store: Baileys auth state in Redis and SQL, on a Rust core. This file only gathers the
 // public surface; see lib/ for the facade and binding.js for the generated native loader.
 
+// First: on a platform whose binary is missing, this throws the error that says why.
+require('./lib/native.js')
+
 const { BaileysRedisAdapter, BaileysOrmAdapter } = require('./lib/adapters.js')
 const { useBaileysAuthState } = require('./lib/auth-state.js')
 const { BufferJSON, encodeValue, decodeValue } = require('./lib/codec.js')

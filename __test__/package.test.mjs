@@ -3,13 +3,15 @@
 // there by package name: require() and ESM named imports, the types under `tsc --strict` against
 // Baileys' own, the CLI through npx, and a Baileys Signal exchange on the embedded default store.
 //
-// The platform package is not on the registry yet: the project's `overrides` points npm at its
-// tarball, so npm installs it only because the main package's optionalDependencies name it, as a
-// user's install would (nothing copies the .node next to index.js). Everything else comes from the
+// The platform packages are not on the registry yet: the project's `overrides` points npm at this
+// host's tarball (npm passes over the others, missing from the registry, as optional dependencies
+// it cannot have), so npm installs it only because the main package's optionalDependencies name
+// it, as a user's install would (nothing copies the .node next to index.js). Everything else comes from the
 // npm cache (--prefer-offline) or the registry; no other network. A failing pack or install fails
 // the run; only a registry that cannot be reached outside CI skips it (SKIPPED: line).
 import { execFile } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { promisify } from 'node:util'
@@ -20,6 +22,9 @@ const run = promisify(execFile)
 const inCI = ['1', 'true', 'yes'].includes(String(process.env.CI ?? '').toLowerCase())
 const fixtures = join(root, '__test__', 'fixtures', 'package')
 const repoPkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
+const allPlatformPackages = Object.fromEntries(
+  (await readdir(join(root, 'npm'))).map((d) => [JSON.parse(readFileSync(join(root, 'npm', d, 'package.json'), 'utf8')).name, repoPkg.version]),
+)
 const versionIn = async (name) => JSON.parse(await readFile(join(root, 'node_modules', name, 'package.json'), 'utf8')).version
 const NETWORK = /\b(ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH)\b/
 
@@ -119,7 +124,9 @@ describe('packed and installed like a user would', () => {
     expect(pkg.version).toBe(repoPkg.version)
     expect(pkg.main).toBe(nodeFile)
     expect(pkg).toMatchObject({ os: ['linux'], cpu: ['x64'], libc: ['glibc'] })
-    expect(packs.main.packageJson.optionalDependencies).toEqual({ [pkg.name]: repoPkg.version })
+    // napi prepublish names every target's package (npm/<platform>/, as napi create-npm-dirs made them)
+    expect(packs.main.packageJson.optionalDependencies).toEqual(allPlatformPackages)
+    expect(Object.keys(allPlatformPackages)).toHaveLength(repoPkg.napi.targets.length)
   }, 180_000)
 
   it('npm installs the platform package as the optional dependency of wa-auth-store', async (ctx) => {
@@ -129,7 +136,10 @@ describe('packed and installed like a user would', () => {
     expect(platformEntry, 'platform package not installed').toBeDefined()
     expect(platformEntry).toMatchObject({ version: repoPkg.version, optional: true })
     const mainEntry = lock.packages['node_modules/wa-auth-store']
-    expect(mainEntry.optionalDependencies).toEqual({ [packs.platform.name]: repoPkg.version })
+    expect(mainEntry.optionalDependencies).toEqual(allPlatformPackages)
+    // only this host's platform package is installed: npm skips the others (os / cpu / libc)
+    const installedPlatforms = Object.keys(lock.packages).filter((k) => Object.keys(allPlatformPackages).some((n) => k === `node_modules/${n}`))
+    expect(installedPlatforms).toEqual([`node_modules/${packs.platform.name}`])
     for (const dep of Object.keys(repoPkg.dependencies ?? {})) expect(lock.packages[`node_modules/${dep}`], `dependency ${dep} not installed`).toBeDefined()
     // the root project depends on wa-auth-store, baileys, typescript, @types/node: not on the platform package
     const rootEntry = JSON.parse(await readFile(join(project, 'package-lock.json'), 'utf8')).packages['']

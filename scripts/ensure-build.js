@@ -18,9 +18,11 @@ function newest(path) {
   return readdirSync(path).reduce((m, name) => Math.max(m, newest(join(path, name))), st.mtimeMs)
 }
 
+/** This host's addon (wa-auth-store.<platform>-<arch>[-<abi>].node), if built; cross builds of other targets may sit beside it. */
 function addonPath() {
-  const names = readdirSync(root).filter((f) => f.startsWith('wa-auth-store.') && f.endsWith('.node'))
-  return names.length ? join(root, names[0]) : null
+  const libc = process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '-gnu' : '-musl') : ''
+  const name = `wa-auth-store.${process.platform}-${process.arch}${libc}${process.platform === 'win32' ? '-msvc' : ''}.node`
+  return readdirSync(root).includes(name) ? join(root, name) : null
 }
 
 const sources = ['src', 'crates', 'Cargo.toml', 'Cargo.lock', 'build.rs'].map((p) => join(root, p)).filter(existsSync)

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // Packs wa-auth-store the way it is published, into a folder outside the repository:
 //
-// - the main package: `npm pack` of the repository (its `files`, its lifecycle scripts), then the
-//   `optionalDependencies` that `napi prepublish` writes at publish time (one
+// - the main package: `npm pack` of the repository (its `files`, its lifecycle scripts), then
+//   `napi prepublish` run on an unpacked copy, which writes the `optionalDependencies` (one
 //   `<name>-<platformArchABI>` per napi target, at the package's version; see README, Install)
-//   added to the packed package.json, and the result packed again. The repository's package.json
-//   does not carry them: a dependency on a platform package that is not on the registry yet would
-//   break `npm ci` in the repository.
+//   into its package.json, and the result packed again. The repository's package.json does not
+//   carry them: a dependency on a platform package that is not on the registry yet would break
+//   `npm ci` in the repository.
 // - the platform package of this host: a temporary copy of npm/<platformArchABI>/ with the built
 //   addon copied in (debug info stripped when `strip` is there, as the release profile does), packed.
 //
@@ -76,26 +76,45 @@ export async function packAll(dest) {
   await mkdir(join(work, 'raw'), { recursive: true })
   const { readNapiConfig } = require('@napi-rs/cli')
   const napi = await readNapiConfig(join(root, 'package.json'))
-  const version = napi.packageJson.version
 
   // 1. the main package as `npm pack` makes it from the repository
   const repoPack = await pack(root, join(work, 'raw'))
 
-  // 2. what napi prepublish adds: optionalDependencies on every target's package, same version
+  // 2. what `napi prepublish` makes of it at publish time (`npm publish` runs it as prepublishOnly):
+  // it writes `optionalDependencies` on every target's package into package.json. It runs here
+  // for real, on a copy: the unpacked tarball with the repository's npm/ folders beside it. It
+  // checks that every platform package is complete first, so each gets its addon: the one built
+  // here when there is one (wa-auth-store.<abi>.node at the top of the repository), else a
+  // stand-in file, which nothing packs (--skip-optional-publish: it publishes nothing).
   const staged = join(work, 'main')
   await mkdir(staged, { recursive: true })
   await run('tar', ['-xzf', repoPack.tarball, '-C', staged])
   const stagedPkg = join(staged, 'package')
-  const manifestPath = join(stagedPkg, 'package.json')
-  const manifest = JSON.parse(await readFile(manifestPath, 'utf8'))
-  manifest.optionalDependencies = { ...manifest.optionalDependencies }
-  for (const t of napi.targets) manifest.optionalDependencies[`${napi.packageName}-${t.platformArchABI}`] = version
-  await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`)
+  await cp(join(root, 'npm'), join(stagedPkg, 'npm'), { recursive: true })
+  for (const t of napi.targets) {
+    const file = `${napi.binaryName}.${t.platformArchABI}.node`
+    const built = join(root, file)
+    const into = join(stagedPkg, 'npm', t.platformArchABI, file)
+    if (await stat(built).catch(() => null)) await copyFile(built, into)
+    else await writeFile(into, 'stand-in: not built on this machine, never packed\n')
+  }
+  const napiCli = join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
+  await run(process.execPath, [napiCli, 'prepublish', '-t', 'npm', '--skip-optional-publish', '--no-gh-release'], {
+    cwd: stagedPkg,
+    env: cleanNpmEnv(),
+    timeout: 300_000,
+    maxBuffer: 64 * 1024 * 1024,
+  }).catch((e) => {
+    throw new Error(`napi prepublish failed in ${stagedPkg}:\n${e.stderr || ''}${e.stdout || ''}`)
+  })
+  await rm(join(stagedPkg, 'npm'), { recursive: true, force: true })
+  const manifest = JSON.parse(await readFile(join(stagedPkg, 'package.json'), 'utf8'))
   // scripts already ran in step 1; the staged copy has no node_modules to run them with
   const main = { ...(await pack(stagedPkg, dest, ['--ignore-scripts'])), packageJson: manifest }
 
   // 3. the platform package of this host, with the built addon
-  const abi = process.platform === 'linux' && process.arch === 'x64' ? 'linux-x64-gnu' : `${process.platform}-${process.arch}`
+  const libc = process.platform === 'linux' ? (process.report.getReport().header.glibcVersionRuntime ? '-gnu' : '-musl') : ''
+  const abi = `${process.platform}-${process.arch}${libc}${process.platform === 'win32' ? '-msvc' : ''}`
   const target = napi.targets.find((t) => t.platformArchABI === abi)
   if (!target) throw new Error(`no napi target for this host (${abi}); targets: ${napi.targets.map((t) => t.platformArchABI).join(', ')}`)
   const nodeFile = `${napi.binaryName}.${abi}.node`

@@ -18,6 +18,9 @@
 //!   connected (handshake done), it sets `TCP_NODELAY` on this process's TCP sockets whose peer is
 //!   the database port. Setting it on another socket to that port (another client library's) is
 //!   harmless: Node's own sockets default to it.
+//!
+//! Linux has both. macOS has only the fallback (through libproc's descriptor list); Windows has
+//! neither: see [`enable_towards`] there for what its connections lose.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -119,12 +122,61 @@ pub(crate) fn enable_towards(port: u16) -> usize {
     set
 }
 
-#[cfg(not(target_os = "linux"))]
+/// macOS: its linker has no `--wrap` and there is no `/proc`, so only the fallback, after the
+/// handshake, over the descriptors libproc lists (`proc_pidinfo(PROC_PIDLISTFDS)`). A
+/// connection's TLS handshake can still wait for delayed ACKs; what follows it does not.
+#[cfg(target_os = "macos")]
+pub(crate) fn enable_towards(port: u16) -> usize {
+    const ENTRY: usize = std::mem::size_of::<libc::proc_fdinfo>();
+    // SAFETY: getpid cannot fail; a null buffer asks proc_pidinfo for the size the list needs.
+    let (pid, needed) = unsafe {
+        let pid = libc::getpid();
+        (
+            pid,
+            libc::proc_pidinfo(pid, libc::PROC_PIDLISTFDS, 0, std::ptr::null_mut(), 0),
+        )
+    };
+    if needed <= 0 {
+        return 0;
+    }
+    // room for descriptors opened in between
+    let mut fds = vec![
+        libc::proc_fdinfo {
+            proc_fd: 0,
+            proc_fdtype: 0
+        };
+        needed as usize / ENTRY + 16
+    ];
+    // SAFETY: proc_pidinfo writes at most the stated size into the buffer we own.
+    let written = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDLISTFDS,
+            0,
+            fds.as_mut_ptr().cast(),
+            (fds.len() * ENTRY) as libc::c_int,
+        )
+    };
+    if written <= 0 {
+        return 0;
+    }
+    fds.truncate(written as usize / ENTRY);
+    fds.iter()
+        .filter(|f| f.proc_fdtype == libc::PROX_FDTYPE_SOCKET as u32)
+        .filter(|f| peer_port(f.proc_fd) == Some(port) && set_nodelay(f.proc_fd))
+        .count()
+}
+
+/// Windows (and any other OS): sqlx's sockets cannot be reached, neither before connecting (no
+/// wrap) nor after (no descriptor table to walk), so SQL connections keep Nagle on. What that
+/// costs: a TLS handshake may wait for up to two delayed ACKs per new connection (Windows delays
+/// an ACK up to 200 ms); a query, written in one piece and answered before the next, does not.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 pub(crate) fn enable_towards(_port: u16) -> usize {
     0
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn peer_port(fd: i32) -> Option<u16> {
     // SAFETY: getpeername writes at most `len` bytes into the zeroed storage we own; `fd` is only
     // inspected, and a closed or non-socket fd makes the call fail, which we treat as "no".
@@ -148,7 +200,7 @@ fn peer_port(fd: i32) -> Option<u16> {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn set_nodelay(fd: i32) -> bool {
     let one: libc::c_int = 1;
     // SAFETY: passes a pointer to a live c_int of the stated size; failure is reported, not UB.
