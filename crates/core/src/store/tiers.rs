@@ -144,7 +144,10 @@ impl Tiers {
             Verdict::Lost => Err(lost()),
             // a claim this store took since, or a new one
             _ if claimed => {
-                let f = self.leases.claim(&cx, sid, false, Some(epoch), false).await?;
+                let f = self
+                    .leases
+                    .claim(&cx, sid, false, Some(epoch), false)
+                    .await?;
                 if values && !may_write(f.sealed, self.keyring.is_some()) {
                     return Err(sealed_error());
                 }
