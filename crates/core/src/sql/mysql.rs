@@ -123,7 +123,8 @@ async fn prepare(conn: &mut MySqlConnection, port: u16) -> Result<(), sqlx::Erro
         .await?;
     // The lease clock is `UNIX_TIMESTAMP(NOW(3))`, which reads NOW() in the connection's time
     // zone: in a zone with daylight saving time, the hour that repeats in autumn maps to two
-    // instants and leases would expire an hour off. UTC has no such hour.
+    // instants and leases would expire an hour off. UTC has no such hour. sqlx sets UTC unless
+    // the URL names another zone (`timezone=`), which this overrides on every connection.
     sqlx::query("SET time_zone = '+00:00'")
         .execute(&mut *conn)
         .await?;
@@ -173,8 +174,44 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::Error> {
     result.and(released.map(|_| ()))
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
+    /// The lease clock (`UNIX_TIMESTAMP(NOW(3))`) is read in UTC on every connection the store
+    /// makes, the pool's and a commit lane's, even when the URL asks for another zone (sqlx
+    /// applies a URL's `timezone=` after connecting; UTC is its default otherwise).
+    #[tokio::test]
+    async fn every_connection_reads_the_clock_in_utc() {
+        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let urls = match std::env::var("MYSQL_URL") {
+            Ok(u) => vec![u],
+            Err(_) => vec![
+                "mysql://root@127.0.0.1:3306/test".to_string(),
+                "mysql://wa:wa@127.0.0.1:3306/test".to_string(),
+            ],
+        };
+        let mut pool = None;
+        for u in &urls {
+            let sep = if u.contains('?') { '&' } else { '?' };
+            let mut opts = crate::config::SqlOptions::new(format!("{u}{sep}timezone=%2B05:00"));
+            opts.timeout = std::time::Duration::from_secs(5);
+            if let Ok(p) = super::connect(&opts).await {
+                pool = Some(p);
+                break;
+            }
+        }
+        let Some(pool) = pool else {
+            assert!(!in_ci, "MariaDB/MySQL is required under CI but unavailable");
+            eprintln!("SKIPPED: MariaDB/MySQL unavailable; start it or set MYSQL_URL");
+            return;
+        };
+        let zone = "SELECT @@session.time_zone";
+        let pooled: String = sqlx::query_scalar(zone).fetch_one(&pool).await.unwrap();
+        let mut lane = super::connect_one(&pool).await.unwrap();
+        let own: String = sqlx::query_scalar(zone).fetch_one(&mut lane).await.unwrap();
+        assert_eq!((pooled.as_str(), own.as_str()), ("+00:00", "+00:00"));
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn mysql_sockets_have_nodelay_before_the_handshake() {
         let connect = |port: u16| async move {
