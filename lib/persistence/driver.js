@@ -530,11 +530,18 @@ const OPS = {
     const sid = sidField(req)
     const floor = uintField(req, 'floor')
     const seal = field(req, 'seal', (v) => typeof v === 'boolean', 'a boolean')
+    // a reacquisition of a lapsed lease: the epoch the taker held (the rule may refuse it)
+    const since = req.since === null || req.since === undefined ? undefined : uintField(req, 'since')
     const now = this.now()
     const purged = await this.setting('epoch_floor')
     return this.transaction('allocateEpoch', sid, async (tx) => {
-      const stored = readSession(await tx.getSession(), 'tx.getSession') ?? emptySession(now, purged)
-      const epoch = rule('allocate', { epochs: { epoch: stored.epoch, seq: stored.epochSeq }, floor })
+      const row = readSession(await tx.getSession(), 'tx.getSession')
+      const stored = row ?? emptySession(now, purged)
+      // a reacquisition of a session without a row (purged) is the rule's to refuse (null), and
+      // then no row is made
+      const epochs = row || since === undefined ? { epoch: stored.epoch, seq: stored.epochSeq } : null
+      const epoch = rule('allocate', { epochs, floor, since })
+      if (epoch === null) return null
       await tx.putSession({ sessionId: sid, ...stored, epochSeq: epoch, sealed: Math.max(stored.sealed, seal ? 1 : 0) })
       return { epoch, sealed: stored.sealed > 0 }
     })

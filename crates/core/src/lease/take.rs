@@ -44,9 +44,18 @@ pub(super) async fn take(
                 None => epoch_of(redis.counter("epoch-floor").await?),
                 Some(_) => 0,
             };
+            // a reacquisition asks the durable tier first: a purge or another writer's epoch
+            // since loses the lease (Redis alone may have restarted empty meanwhile)
+            let since = match mode {
+                TakeMode::Reacquire { since } => Some(since.max(0) as u64),
+                _ => None,
+            };
             for _ in 0..TAKE_TRIES {
                 let (epoch, sql_sealed) = match sql {
-                    Some(sql) => sql.allocate_epoch(sid, floor, cx.sealing).await?,
+                    Some(sql) => match sql.allocate_epoch(sid, floor, cx.sealing, since).await? {
+                        Some(got) => got,
+                        None => return Ok(Took::Moved),
+                    },
                     None => (0, false),
                 };
                 let taken = match redis

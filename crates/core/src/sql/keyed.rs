@@ -275,19 +275,19 @@ macro_rules! keyed_statements {
         }
 
         /// The session's epochs and whether its data is sealed, its row locked for the
-        /// transaction.
+        /// transaction; None when it has no row.
         async fn lock_session_epochs(
             conn: &mut $conn,
             sid: &str,
-        ) -> Result<(super::rules::Epochs, bool), sqlx::Error> {
-            let (epoch, seq, sealed): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        ) -> Result<Option<(super::rules::Epochs, bool)>, sqlx::Error> {
+            let row: Option<(i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT epoch, epoch_seq, sealed FROM wa_auth_sessions WHERE session_id = ?{}",
                 $lock
             )))
             .bind(sid)
-            .fetch_one(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-            Ok((super::rules::Epochs { epoch, seq }, sealed > 0))
+            Ok(row.map(|(epoch, seq, sealed)| (super::rules::Epochs { epoch, seq }, sealed > 0)))
         }
 
         async fn set_epochs(
@@ -310,21 +310,30 @@ macro_rules! keyed_statements {
         }
 
         /// Hands out the session's next epoch (`rules::allocate`), creating its row; and
-        /// whether the session was sealed before.
+        /// whether the session was sealed before. A reacquisition (`since`) creates no row
+        /// and gets None where `rules::may_reacquire` refuses it.
         pub(super) async fn allocate_epoch(
             pool: &$pool,
             sid: &$crate::model::SessionId,
             floor: i64,
             seal: bool,
             now: i64,
-        ) -> Result<(i64, bool), sqlx::Error> {
+            since: Option<i64>,
+        ) -> Result<Option<(i64, bool)>, sqlx::Error> {
             let mut tx = pool.begin_with($begin).await?;
-            ensure_session(&mut tx, sid, now).await?;
-            let (epochs, sealed) = lock_session_epochs(&mut tx, sid).await?;
+            if since.is_none() {
+                ensure_session(&mut tx, sid, now).await?;
+            }
+            let row = lock_session_epochs(&mut tx, sid).await?;
+            let Some((epochs, sealed)) =
+                row.filter(|(e, _)| since.is_none_or(|s| super::rules::may_reacquire(Some(*e), s)))
+            else {
+                return Ok(None);
+            };
             let e = super::rules::allocate(epochs, floor);
             set_epochs(&mut tx, sid, super::rules::Epochs { seq: e, ..epochs }, seal).await?;
             tx.commit().await?;
-            Ok((e, sealed))
+            Ok(Some((e, sealed)))
         }
 
         /// Raises the session's fence to `epoch`; false when its row is gone (purged).
@@ -370,7 +379,9 @@ macro_rules! keyed_statements {
                 .fetch_one(&mut *tx)
                 .await?;
             let created = ensure_session(&mut tx, req.sid, now).await?;
-            let (epochs, sealed) = lock_session_epochs(&mut tx, req.sid).await?;
+            let (epochs, sealed) = lock_session_epochs(&mut tx, req.sid)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
             let current: Option<(Vec<u8>, Vec<u8>, i64, i64, i64)> = sqlx::query_as(
                 "SELECT token, holder, epoch, expires_at, acquired_at FROM wa_auth_leases WHERE session_id = ?",
             )

@@ -19,27 +19,32 @@ impl SqlStore {
     /// session's row. Handing out does not fence anyone: [`Self::raise_epoch`] does, once the
     /// epoch is granted.
     /// Also says whether the session's data was sealed before; `seal` marks it sealed (the
-    /// caller seals what it writes).
+    /// caller seals what it writes). For a reacquisition of a lapsed lease of epoch `since`,
+    /// None when the session no longer allows it (`rules::may_reacquire`: purged, or another
+    /// writer took an epoch meanwhile); no row is created then.
     pub async fn allocate_epoch(
         &self,
         sid: &SessionId,
         floor: u64,
         seal: bool,
-    ) -> Result<(u64, bool)> {
+        since: Option<u64>,
+    ) -> Result<Option<(u64, bool)>> {
         let now = now_ms();
         let floor = floor.min(crate::version::MAX_EPOCH) as i64;
-        let (e, sealed): (i64, bool) = self
+        let since = since.map(|s| s.min(crate::version::MAX_EPOCH) as i64);
+        let got: Option<(i64, bool)> = self
             .call("allocate epoch", async {
                 let mut tries = 0;
                 loop {
-                    match on_dialect!(&self.pool, allocate_epoch(sid, floor, seal, now)) {
+                    match on_dialect!(&self.pool, allocate_epoch(sid, floor, seal, now, since)) {
                         Err(e) if tries < 3 && is_retryable(&e) => tries += 1,
                         r => return r,
                     }
                 }
             })
             .await?;
-        Ok((Self::epoch_in_range(e)?, sealed))
+        got.map(|(e, sealed)| Ok((Self::epoch_in_range(e)?, sealed)))
+            .transpose()
     }
 
     /// Raises the session's fence to `epoch`: writes of lower epochs are refused from now on.

@@ -188,19 +188,21 @@ struct Allocated {
     sealed: bool,
 }
 
+/// None: a reacquisition (`since`) the session no longer allows (`rules::may_reacquire`).
 pub(super) async fn allocate_epoch(
     p: &Plugin,
     sid: &SessionId,
     floor: i64,
     seal: bool,
     _now: i64,
-) -> Result<(i64, bool), sqlx::Error> {
-    let a: Allocated = call(
+    since: Option<i64>,
+) -> Result<Option<(i64, bool)>, sqlx::Error> {
+    let a: Option<Allocated> = call(
         p,
-        json!({"op": "allocateEpoch", "sid": &**sid, "floor": floor, "seal": seal}),
+        json!({"op": "allocateEpoch", "sid": &**sid, "floor": floor, "seal": seal, "since": since}),
     )
     .await?;
-    Ok((a.epoch, a.sealed))
+    Ok(a.map(|a| (a.epoch, a.sealed)))
 }
 
 pub(super) async fn raise_epoch(

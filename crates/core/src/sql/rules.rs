@@ -45,6 +45,13 @@ pub fn allocate(epochs: Epochs, floor: i64) -> i64 {
     epochs.seq.max(epochs.epoch).max(floor) + 1
 }
 
+/// Whether a holder whose lease of epoch `since` lapsed may take the session again: the
+/// session's row is still there (`epochs`; a purge removes it) and no writer took an epoch
+/// above `since` meanwhile. Otherwise the lease is lost.
+pub fn may_reacquire(epochs: Option<Epochs>, since: i64) -> bool {
+    epochs.is_some_and(|e| e.epoch <= since)
+}
+
 /// How a lease is taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TakeMode {
@@ -142,7 +149,7 @@ pub fn take_lease(
     };
     match req.mode {
         TakeMode::Reacquire { since } => {
-            if missing || epochs.epoch > since {
+            if !may_reacquire((!missing).then_some(epochs), since) {
                 return Taken::Moved {
                     epoch: epochs.epoch,
                 };

@@ -114,8 +114,12 @@ struct Renew {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Allocate {
-    epochs: EpochsIn,
+    /// null: the session has no row (never written, or purged)
+    epochs: Option<EpochsIn>,
     floor: i64,
+    /// a reacquisition: the epoch the taker held (see `rules::may_reacquire`)
+    #[serde(default)]
+    since: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -222,11 +226,15 @@ pub fn run(name: &str, input: &str) -> Result<String, String> {
         "commit" | "clear" => commit(parse(name, input)?),
         "allocate" => {
             let a: Allocate = parse(name, input)?;
-            let epochs = Epochs {
-                epoch: a.epochs.epoch,
-                seq: a.epochs.seq,
-            };
-            json!(rules::allocate(epochs, a.floor))
+            let epochs = a.epochs.map(|e| Epochs {
+                epoch: e.epoch,
+                seq: e.seq,
+            });
+            match a.since {
+                // refused: the lease is lost
+                Some(since) if !rules::may_reacquire(epochs, since) => Json::Null,
+                _ => json!(rules::allocate(epochs.unwrap_or_default(), a.floor)),
+            }
         }
         "take" => take(parse(name, input)?)?,
         "renew" => {
@@ -286,6 +294,35 @@ mod tests {
             json!({ "fence": null, "stored": null, "incoming": inc }),
         );
         assert_eq!(flush["session"]["version"], 9);
+    }
+
+    #[test]
+    fn a_reacquisition_is_refused_after_a_purge_or_another_writers_epoch() {
+        let at = |epoch: i64| json!({ "epoch": epoch, "seq": epoch });
+        assert_eq!(go("allocate", json!({ "epochs": at(5), "floor": 0 })), 6);
+        assert_eq!(
+            go(
+                "allocate",
+                json!({ "epochs": at(5), "floor": 0, "since": 5 })
+            ),
+            6
+        );
+        // another writer took epoch 6 while the lease of epoch 5 had lapsed
+        assert_eq!(
+            go(
+                "allocate",
+                json!({ "epochs": at(6), "floor": 0, "since": 5 })
+            ),
+            Json::Null
+        );
+        // the session's row is gone: purged
+        assert_eq!(
+            go(
+                "allocate",
+                json!({ "epochs": null, "floor": 0, "since": 5 })
+            ),
+            Json::Null
+        );
     }
 
     #[test]

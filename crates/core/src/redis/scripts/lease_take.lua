@@ -19,7 +19,8 @@
 --        {0, holder, epoch, acquired at, ms left, sealed} another token's live lease;
 --        {-1, ep} the epoch handed out is not above what this Redis saw (the durable tier is
 --        behind: hand out another above ep);
---        {-2, ep} 'reacquire': another writer took an epoch since (the lease is lost).
+--        {-2, ep} 'reacquire': another writer took an epoch since, or (without SQL) the lease
+--        hash is gone: the session was purged (or this Redis lost it). The lease is lost.
 --        sealed: 1 when (without SQL) the session's data was sealed before this take, else 0.
 -- TTLs: none. The lease hash never expires by itself (an eviction policy for keys with a TTL
 --       cannot end a lease early); it lapses by `exp`. A lease written by an older version
@@ -46,7 +47,7 @@ local function extend()
   return {1, cur[3], cur[4], ttl, '', sealed}
 end
 if mode == 'reacquire' then
-  if ep > tonumber(ARGV[8]) then return {-2, tostring(ep)} end
+  if ep > tonumber(ARGV[8]) or (own and not cur[1]) then return {-2, tostring(ep)} end
   if mine then return extend() end
   if other then return {0, cur[2], cur[3], cur[4], left, sealed} end
 elseif mode == 'acquire' then

@@ -21,14 +21,34 @@ const FLOOR: &str = "COALESCE((SELECT value FROM wa_auth_settings WHERE name = '
 /// Hands out the session's next epoch (`rules::allocate`), creating its row: the row of a new
 /// session starts above the epoch floor.
 /// Whether the session was sealed before (a writer that does not seal must not take it: the
-/// caller refuses, and the epoch handed out fences nobody).
+/// caller refuses, and the epoch handed out fences nobody). A reacquisition (`since`) creates
+/// no row and gets None where `rules::may_reacquire` refuses it (no row, or an epoch above
+/// `since`).
 pub(crate) async fn allocate_epoch(
     pool: &PgPool,
     sid: &SessionId,
     floor: i64,
     seal: bool,
     now: i64,
-) -> Result<(i64, bool), sqlx::Error> {
+    since: Option<i64>,
+) -> Result<Option<(i64, bool)>, sqlx::Error> {
+    if let Some(since) = since {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "WITH before AS (SELECT sealed FROM wa_auth_sessions WHERE session_id = $1)
+             UPDATE wa_auth_sessions SET
+               epoch_seq = GREATEST(epoch_seq, epoch, $2) + 1,
+               sealed = GREATEST(sealed, $3)
+             WHERE session_id = $1 AND epoch <= $4
+             RETURNING epoch_seq, COALESCE((SELECT sealed FROM before), 0)",
+        )
+        .bind(&**sid)
+        .bind(floor)
+        .bind(i64::from(seal))
+        .bind(since)
+        .fetch_optional(pool)
+        .await?;
+        return Ok(row.map(|(epoch, sealed)| (epoch, sealed > 0)));
+    }
     let (epoch, sealed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH before AS (SELECT sealed FROM wa_auth_sessions WHERE session_id = $1)
          INSERT INTO wa_auth_sessions (session_id, creds, created_at, updated_at, epoch_seq, sealed)
@@ -44,7 +64,7 @@ pub(crate) async fn allocate_epoch(
     .bind(i64::from(seal))
     .fetch_one(pool)
     .await?;
-    Ok((epoch, sealed > 0))
+    Ok(Some((epoch, sealed > 0)))
 }
 
 /// Raises the session's fence to `epoch` (granted elsewhere). False when the row is gone (the
