@@ -75,10 +75,26 @@ async function writeSession(store, sessionId, state, { overwrite = false } = {})
     }
     // everything that could refuse the new state is checked before the old one goes
     checkWritable(state)
+    await checkUnsealed(store, sessionId)
     await store.deleteCreds(sessionId)
   }
   await store.saveCreds(sessionId, { creds: state.creds ?? undefined, keys: state.keys })
   return { written: true }
+}
+
+/**
+ * A store without the encryption key may delete a sealed session but not write values into it
+ * (ERR_CONFIG): refuse before the old state goes, not after. Only a store without a key can be
+ * refused so; a sealed record it cannot open (ERR_DECRYPT) is how it tells.
+ */
+async function checkUnsealed(store, sessionId) {
+  if (store._encrypted) return
+  try {
+    await readSession(store, sessionId)
+  } catch (err) {
+    if (err?.code !== 'ERR_DECRYPT') return // a record that does not decode is what an overwrite replaces
+    throw new WaAuthStoreError('ERR_CONFIG', `session "${sessionId}" is sealed (encrypted at rest) and this store has no encryption key: open it with the key (--key-env) to replace the session`)
+  }
 }
 
 /** Throws what the store's write would refuse (a type, an id or a value it cannot take). */
