@@ -245,7 +245,11 @@ export interface WriteOptions {
   syncToDatabase?: boolean
   /** Seconds until the Redis keys this write touches expire; refused when Redis would hold the only copy. */
   ttl?: number
-  /** Write although another process holds the session's lease (takes a new epoch: fences that holder). */
+  /**
+   * Write although another process holds the session's lease (takes a new epoch: fences that
+   * holder). Waits out what is left of that lease first (at most its ttlMs): until then the holder
+   * may still answer reads from its cache.
+   */
   force?: boolean
 }
 

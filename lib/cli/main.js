@@ -313,7 +313,7 @@ function buildProgram() {
     program
       .command('delete <id>')
       .description('remove a session: creds and every key')
-      .option('--force', "take the session from the process holding its lease (that bot's writes are refused from then on)"),
+      .option('--force', "take the session from the process holding its lease (that bot's writes are refused from then on; waits out what is left of its lease first)"),
   ).action(
     action(
       async (store, opts, [id]) => {

@@ -102,7 +102,8 @@ async fn a_second_owner_is_refused_and_a_successor_fences_the_first() {
     for (name, make) in combos().await {
         let (a, b) = (make().await, make().await);
         let s = SessionId::new(unique("lease")).unwrap();
-        let first = match a.acquire_lease(&s, &lease("pod-a", 60_000)).await.unwrap() {
+        // a forced take waits out what is left of the holder's lease: a short one keeps it quick
+        let first = match a.acquire_lease(&s, &lease("pod-a", 3_000)).await.unwrap() {
             LeaseOutcome::Acquired(i) => i,
             other => panic!("{name}: {other:?}"),
         };
@@ -117,7 +118,7 @@ async fn a_second_owner_is_refused_and_a_successor_fences_the_first() {
                     ("pod-a", first.epoch),
                     "{name}"
                 );
-                assert!(i.expires_in_ms > 50_000, "{name}: {i:?}");
+                assert!(i.expires_in_ms > 1_000, "{name}: {i:?}");
             }
             other => panic!("{name}: {other:?}"),
         }
