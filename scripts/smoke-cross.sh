@@ -58,7 +58,8 @@ int main(int argc, char **argv) {
 }
 C
     musl-gcc -o "$dl_dir/dl" "$dl_dir/dl.c"
-    "$dl_dir/dl" wa-auth-store.linux-x64-musl.node
+    # a path with a slash: a bare name would send musl's dlopen to the library path, not here
+    "$dl_dir/dl" "$root/wa-auth-store.linux-x64-musl.node"
     rm -rf "$dl_dir"
   else
     echo "musl-gcc not found (apt-get install musl-tools): skipped"
