@@ -519,6 +519,40 @@ impl SqlStore {
     }
 }
 
+/// Real servers for the dialects' unit tests: URLs from the environment with loopback
+/// defaults; a missing server fails the test under `CI=true` and skips it elsewhere.
+#[cfg(test)]
+pub(crate) mod test_servers {
+    use std::future::Future;
+
+    /// A pool (or whatever `connect` makes) on the first of `var`'s URL or `defaults` that
+    /// answers, or None after a SKIPPED line.
+    pub async fn first<T, E, F, Fut>(var: &str, defaults: &[&str], connect: F) -> Option<T>
+    where
+        F: Fn(crate::config::SqlOptions) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let urls = match std::env::var(var) {
+            Ok(u) => vec![u],
+            Err(_) => defaults.iter().map(|u| u.to_string()).collect(),
+        };
+        for u in urls {
+            let mut opts = crate::config::SqlOptions::new(u);
+            opts.timeout = std::time::Duration::from_secs(5);
+            if let Ok(p) = connect(opts).await {
+                return Some(p);
+            }
+        }
+        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !in_ci,
+            "{var}: the server is required under CI but unavailable"
+        );
+        eprintln!("SKIPPED: no server at {var} or {defaults:?}; start it or set {var}");
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,27 +181,18 @@ mod tests {
     /// applies a URL's `timezone=` after connecting; UTC is its default otherwise).
     #[tokio::test]
     async fn every_connection_reads_the_clock_in_utc() {
-        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        let urls = match std::env::var("MYSQL_URL") {
-            Ok(u) => vec![u],
-            Err(_) => vec![
-                "mysql://root@127.0.0.1:3306/test".to_string(),
-                "mysql://wa:wa@127.0.0.1:3306/test".to_string(),
-            ],
-        };
-        let mut pool = None;
-        for u in &urls {
-            let sep = if u.contains('?') { '&' } else { '?' };
-            let mut opts = crate::config::SqlOptions::new(format!("{u}{sep}timezone=%2B05:00"));
-            opts.timeout = std::time::Duration::from_secs(5);
-            if let Ok(p) = super::connect(&opts).await {
-                pool = Some(p);
-                break;
-            }
-        }
-        let Some(pool) = pool else {
-            assert!(!in_ci, "MariaDB/MySQL is required under CI but unavailable");
-            eprintln!("SKIPPED: MariaDB/MySQL unavailable; start it or set MYSQL_URL");
+        let defaults = [
+            "mysql://root@127.0.0.1:3306/test",
+            "mysql://wa:wa@127.0.0.1:3306/test",
+        ];
+        let Some(pool) =
+            super::super::test_servers::first("MYSQL_URL", &defaults, |mut o| async move {
+                let sep = if o.url.contains('?') { '&' } else { '?' };
+                o.url = format!("{}{sep}timezone=%2B05:00", o.url);
+                super::connect(&o).await
+            })
+            .await
+        else {
             return;
         };
         let zone = "SELECT @@session.time_zone";
