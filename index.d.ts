@@ -22,6 +22,10 @@ export type WaAuthStoreErrorCode =
   | 'ERR_FOLDER_NOT_EMPTY'
   | 'ERR_DECRYPT'
   | 'ERR_SQL_BEHIND'
+  /** require('wa-auth-store') on a platform with no prebuilt binary (README, Install). */
+  | 'ERR_UNSUPPORTED_PLATFORM'
+  /** require('wa-auth-store') on a listed platform whose binary package did not install or load. */
+  | 'ERR_NATIVE_BINDING'
 
 export declare class WaAuthStoreError extends Error {
   readonly code: WaAuthStoreErrorCode
@@ -133,7 +137,14 @@ export interface EncryptionOptions {
 }
 
 /** Codes of the background reports (README, "What reaches the logger"), besides any backend `ERR_*`. */
-export type LogCode = 'WARN_REDIS_BEHIND' | 'WARN_RECORD_LOST' | 'WARN_TRACKING' | 'ERR_LEASE' | WaAuthStoreErrorCode
+export type LogCode =
+  | 'WARN_REDIS_BEHIND'
+  | 'WARN_RECORD_LOST'
+  | 'WARN_SQL_BEHIND'
+  | 'WARN_REDIS_POLICY_UNKNOWN'
+  | 'WARN_TRACKING'
+  | 'ERR_LEASE'
+  | WaAuthStoreErrorCode
 
 /** Where background failures go (pino's shape). */
 export interface Logger {

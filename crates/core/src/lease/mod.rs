@@ -228,16 +228,36 @@ impl Leases {
             .is_some_and(|h| !h.lost && h.renewed + h.ttl > Instant::now())
     }
 
-    /// Another holder's live lease a forced take (or a claim with leases off) is about to end:
-    /// the ms it has left. The taker waits them out before it writes: until then that holder may
-    /// still answer reads from its cache (it learns at its next renewal, every ttl/3, or at once by
-    /// its own clock when its lease lapses), and a write acknowledged meanwhile would be older
-    /// than what it reads.
-    async fn live_other(&self, cx: &LeaseTiers<'_>, sid: &SessionId) -> Result<Option<u64>> {
-        let (info, _) = self.state(cx, sid).await?;
-        Ok(info
-            .filter(|i| !i.mine && i.expires_in_ms > 0)
-            .map(|i| i.expires_in_ms as u64))
+    /// [`take`], for a take that may end another holder's live lease (`ends`: a forced take, or
+    /// a claim with leases off): once granted, it waits out what that lease had left before it
+    /// returns. Until then that holder may still answer reads from its cache (it learns at its
+    /// next renewal, every ttl/3, or at once by its own clock when its lease lapses), and a write
+    /// acknowledged meanwhile would be older than what it reads.
+    #[allow(clippy::too_many_arguments)]
+    async fn take_ending(
+        &self,
+        cx: &LeaseTiers<'_>,
+        sid: &SessionId,
+        token: &str,
+        holder: &str,
+        ttl: Duration,
+        mode: TakeMode,
+        ends: bool,
+    ) -> Result<Took> {
+        let left = match ends {
+            true => self
+                .state(cx, sid)
+                .await?
+                .0
+                .filter(|i| !i.mine && i.expires_in_ms > 0)
+                .map(|i| i.expires_in_ms as u64),
+            false => None,
+        };
+        let took = take(cx, sid, token, holder, ttl, mode).await?;
+        if let (Some(ms), Took::Granted { .. }) = (left, &took) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Ok(took)
     }
 
     /// The sessions whose leases this store holds.
@@ -278,14 +298,9 @@ impl Leases {
         let token = mine.as_ref().map_or_else(token, |(t, _)| t.clone());
         let started = Instant::now();
         let mode = TakeMode::Acquire { force: opts.force };
-        let ended = match opts.force {
-            true => self.live_other(cx, sid).await?,
-            false => None,
-        };
-        let took = take(cx, sid, &token, &opts.holder, opts.ttl, mode).await?;
-        if let (Some(ms), Took::Granted { .. }) = (ended, &took) {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        let took = self
+            .take_ending(cx, sid, &token, &opts.holder, opts.ttl, mode, opts.force)
+            .await?;
         match took {
             Took::Granted {
                 epoch,
@@ -517,7 +532,7 @@ impl Leases {
     /// Claims an epoch to write `sid` under without holding it (see the module docs). Writes
     /// that start together share one claim: a claim this store took meanwhile is used, unless it
     /// is `replacing` (or older: a tier refused it) or `force` asks for a new one.
-    /// `wait`: wait out a live lease of another holder it ends (see [`Self::live_other`]); a
+    /// `wait`: wait out a live lease of another holder it ends (see [`Self::take_ending`]); a
     /// lane claiming again does not (it would hold up every session of the lane).
     pub async fn claim(
         &self,
@@ -544,14 +559,10 @@ impl Leases {
             check_live: cx.leases_on,
         };
         let ttl = Duration::from_secs(30);
-        let ended = match wait && (force || !cx.leases_on) {
-            true => self.live_other(cx, sid).await?,
-            false => None,
-        };
-        let took = take(cx, sid, &self.claim_token, CLAIM_HOLDER, ttl, mode).await?;
-        if let (Some(ms), Took::Granted { .. }) = (ended, &took) {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        let ends = wait && (force || !cx.leases_on);
+        let took = self
+            .take_ending(cx, sid, &self.claim_token, CLAIM_HOLDER, ttl, mode, ends)
+            .await?;
         match took {
             Took::Granted { epoch, sealed, .. } => {
                 let sealed = sealed || cx.sealing;
