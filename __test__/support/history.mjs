@@ -13,7 +13,7 @@
 // after `lifetimeMs`.
 import { spawn, execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -101,6 +101,8 @@ let prlimit = null
 export async function check(bin, files, { html, json } = {}) {
   const jsonPath = json ?? `${files[0]}.report.json`
   const htmlPath = html ?? `${files[0]}.html`
+  // a report an earlier run left must not pass for this one's (bad input writes none)
+  rmSync(jsonPath, { force: true })
   prlimit ??= (await run('prlimit', ['--version'])).code === 0
   const args = ['--json', jsonPath, '--html', htmlPath, ...files]
   const r = prlimit
@@ -195,16 +197,44 @@ function startWorker(cfg, children) {
   }
 }
 
+/** A proxy cutting one link of the redis+pg runs (`proxy`: 'redis' or 'sql'). */
+function linkCut(proxy, label) {
+  return {
+    name: `${proxy}-link-cut`,
+    about: `a proxy cuts the ${label} link (connections reset, then a partition that delivers late)`,
+    backends: ['redis+pg'],
+    proxy,
+    faulty: true,
+    async run(x) {
+      await x.holder('holder', ['A', 'B'], { ttlMs: 3000 })
+      await x.readers(['A', 'B'])
+      x.go()
+      await x.at(0.25)
+      x.proxy.cut({ mode: 'reset' })
+      await sleep(FAULT_MS)
+      x.proxy.restore()
+      await x.after(0.25)
+      x.proxy.cut({ mode: 'blackhole', existing: 'stall' })
+      await sleep(FAULT_MS)
+      x.proxy.restore()
+      await x.after(0.4)
+    },
+  }
+}
+
 /**
  * The scenarios. `backends`: where each runs ('redis+pg': a Redis of the run's own and the shared
  * PostgreSQL; 'sqlite': one SQLite file). `run(x)` starts workers, says 'go', and drives the fault
- * with `x.at(fraction of durationMs)`; what it expects is only what the checker checks.
+ * with `x.at(fraction of durationMs)`. Besides what the checker checks, a run must show that its
+ * fault took effect (see `effects`): `faulty` (some call failed or never returned), `acked` (these
+ * processes had a write acknowledged), `fenced` (these had a write refused with ERR_SESSION_LOCKED).
  */
 export const SCENARIOS = [
   {
     name: 'redis-restart',
     about: 'Redis SIGKILLed and restarted empty while a holder writes and readers read',
     backends: ['redis+pg'],
+    faulty: true,
     async run(x) {
       await x.holder('holder', ['A', 'B'], { ttlMs: 3000 })
       await x.readers(['A', 'B'])
@@ -216,69 +246,26 @@ export const SCENARIOS = [
       await x.after(0.5)
     },
   },
-  {
-    name: 'redis-link-cut',
-    about: "a proxy cuts the Redis link (connections reset, then a partition that delivers late)",
-    backends: ['redis+pg'],
-    proxy: 'redis',
-    async run(x) {
-      await x.holder('holder', ['A', 'B'], { ttlMs: 3000 })
-      await x.readers(['A', 'B'])
-      x.go()
-      await x.at(0.25)
-      x.proxy.cut({ mode: 'reset' })
-      await sleep(FAULT_MS)
-      x.proxy.restore()
-      await x.after(0.25)
-      x.proxy.cut({ mode: 'blackhole', existing: 'stall' })
-      await sleep(FAULT_MS)
-      x.proxy.restore()
-      await x.after(0.4)
-    },
-  },
-  {
-    name: 'sql-link-cut',
-    about: 'a proxy cuts the SQL link (connections reset, then a partition that delivers late)',
-    backends: ['redis+pg'],
-    proxy: 'sql',
-    async run(x) {
-      await x.holder('holder', ['A', 'B'], { ttlMs: 3000 })
-      await x.readers(['A', 'B'])
-      x.go()
-      await x.at(0.25)
-      x.proxy.cut({ mode: 'reset' })
-      await sleep(FAULT_MS)
-      x.proxy.restore()
-      await x.after(0.25)
-      x.proxy.cut({ mode: 'blackhole', existing: 'stall' })
-      await sleep(FAULT_MS)
-      x.proxy.restore()
-      await x.after(0.4)
-    },
-  },
+  linkCut('redis', 'Redis'),
+  linkCut('sql', 'SQL'),
   {
     name: 'paused-holder',
     about: 'the holder of A (1 s lease) SIGSTOPped 1.7 s while another process takes A (waitMs) and writes, then SIGCONT',
     backends: ['redis+pg', 'sqlite'],
+    acked: ['taker'],
+    fenced: ['holder-a'],
     async run(x) {
       const a = await x.holder('holder-a', ['A'], { ttlMs: 1000 })
       await x.holder('holder-b', ['B'], { ttlMs: 3000 })
       await x.readers(['A', 'B'])
       x.go()
       await x.at(0.25)
-      if (x.backend === 'sqlite') {
-        // SQLite has one writer: a process frozen inside its transaction holds the file's lock
-        // (README); freeze it between operations, a GC pause there
-        a.send('pause')
-        await a.until((e) => e.paused, 'paused between operations')
-      }
-      a.signal('SIGSTOP')
+      await x.freeze(a)
       const stoppedAt = Date.now()
       const taker = await x.holder('taker', ['A'], { ttlMs: 1000, waitMs: 6000 }, { readyMs: 10_000 })
       taker.send('go')
       await sleep(Math.max(0, 1700 - (Date.now() - stoppedAt)))
-      a.signal('SIGCONT')
-      a.send('resume')
+      x.thaw(a)
       await x.after(0.5)
     },
   },
@@ -286,6 +273,8 @@ export const SCENARIOS = [
     name: 'paused-holder-tool-writes',
     about: 'the holder of A (1 s lease) SIGSTOPped 1.7 s while a tool writes A with BaileysAuthStore.setKeys (nobody holds A then), then SIGCONT',
     backends: ['redis+pg', 'sqlite'],
+    acked: ['tool'],
+    fenced: ['holder-a'],
     async run(x) {
       const a = await x.holder('holder-a', ['A'], { ttlMs: 1000 })
       await x.holder('holder-b', ['B'], { ttlMs: 3000 })
@@ -293,17 +282,12 @@ export const SCENARIOS = [
       await x.readers(['A', 'B'])
       x.go(tool)
       await x.at(0.25)
-      if (x.backend === 'sqlite') {
-        a.send('pause')
-        await a.until((e) => e.paused, 'paused between operations')
-      }
-      a.signal('SIGSTOP')
+      await x.freeze(a)
       await sleep(1200) // past the lease
       tool.send('go')
       await sleep(500)
       await x.stopWorker(tool)
-      a.signal('SIGCONT')
-      a.send('resume')
+      x.thaw(a)
       await x.after(0.5)
     },
   },
@@ -311,6 +295,7 @@ export const SCENARIOS = [
     name: 'tool-lease-off',
     about: 'a tool with `lease: false` reads and writes the records of A while its holder writes',
     backends: ['redis+pg', 'sqlite'],
+    acked: ['tool'],
     async run(x) {
       await x.holder('holder-a', ['A'], { ttlMs: 3000 })
       await x.holder('holder-b', ['B'], { ttlMs: 3000 })
@@ -324,6 +309,7 @@ export const SCENARIOS = [
     name: 'unheld-writers',
     about: 'two processes write session B, which nobody holds, with BaileysAuthStore.setKeys (default lease setting), each reading first',
     backends: ['redis+pg', 'sqlite'],
+    acked: ['tool-1', 'tool-2'],
     async run(x) {
       await x.holder('holder-a', ['A'], { ttlMs: 3000 })
       await x.worker('tool', 'tool-1', ['B'], { everyMs: 15 })
@@ -337,6 +323,8 @@ export const SCENARIOS = [
     name: 'forced-takeover',
     about: 'an admin process writes A with { force: true } while its holder keeps writing',
     backends: ['redis+pg', 'sqlite'],
+    acked: ['admin'],
+    fenced: ['holder-a'],
     async run(x) {
       await x.holder('holder-a', ['A'], { ttlMs: 3000 })
       await x.holder('holder-b', ['B'], { ttlMs: 3000 })
@@ -499,6 +487,19 @@ export async function runScenario(scenario, { backend, bin, postgres, durationMs
       after(fraction) {
         return sleep(fraction * durationMs)
       },
+      /** SIGSTOP `w` (on SQLite between operations: a process frozen inside its transaction
+       * holds the file's one write lock, README; a GC pause there). */
+      async freeze(w) {
+        if (backend === 'sqlite') {
+          w.send('pause')
+          await w.until((e) => e.paused, 'paused between operations')
+        }
+        w.signal('SIGSTOP')
+      },
+      thaw(w) {
+        w.signal('SIGCONT')
+        w.send('resume')
+      },
       async stopWorker(w) {
         w.stopped = true
         w.send('stop')
@@ -520,7 +521,7 @@ export async function runScenario(scenario, { backend, bin, postgres, durationMs
     for (const w of workers) w.signal('SIGKILL')
     await Promise.all(workers.map((w) => w.exited))
     const history = join(dir, 'history.jsonl')
-    mergeHistory(
+    const ops = mergeHistory(
       workers.map((w) => w.cfg.out),
       history,
     )
@@ -531,6 +532,7 @@ export async function runScenario(scenario, { backend, bin, postgres, durationMs
       backend,
       ...result,
       history,
+      missing: effects(scenario, ops),
       sessions: Object.fromEntries(Object.values(sessions).map((s) => [s.label, s.sid])),
       workers: Object.fromEntries(workers.map((w) => [w.cfg.proc, w.events.filter((e) => !e.ready)])),
     }
@@ -539,6 +541,21 @@ export async function runScenario(scenario, { backend, bin, postgres, durationMs
     await proxy?.close()
     await redis?.kill()
   }
+}
+
+/**
+ * What a run's history lacks to show its scenario happened: every run has an acknowledged write
+ * and an answered read; see SCENARIOS for `faulty`, `acked` and `fenced`. [] when nothing.
+ */
+export function effects(scenario, ops) {
+  const has = (pred) => ops.some(pred)
+  const missing = []
+  if (!has((o) => o.op !== 'read' && o.outcome === 'ok')) missing.push('no write was acknowledged')
+  if (!has((o) => o.op === 'read' && o.outcome === 'ok')) missing.push('no read was answered')
+  if (scenario.faulty && !has((o) => o.outcome !== 'ok')) missing.push('no call failed or went unanswered: the fault took no effect')
+  for (const p of scenario.acked ?? []) if (!has((o) => o.proc === p && o.op !== 'read' && o.outcome === 'ok')) missing.push(`${p}: no write acknowledged`)
+  for (const p of scenario.fenced ?? []) if (!has((o) => o.proc === p && o.outcome === 'ERR_SESSION_LOCKED')) missing.push(`${p}: no write refused with ERR_SESSION_LOCKED`)
+  return missing
 }
 
 /** One line per worker of what it said besides its operations (lost leases, warnings, refusals). */
