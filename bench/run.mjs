@@ -1,6 +1,6 @@
 // npm run bench: the workload suite (issue 4) and the memory-manager benchmark (issue 3).
 // Figures are printed as Markdown and written to bench/RESULTS.md with the machine description.
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { BaileysOrmAdapter, BaileysRedisAdapter } from '../index.js'
 import { machine } from './lib.mjs'
 import { runMemoryBench } from './memory.mjs'
@@ -44,4 +44,11 @@ print('\n## Memory manager\n')
 if (!process.env.BENCH_ONLY || process.env.BENCH_ONLY === 'memory') await runMemoryBench(print)
 // nothing of the benchmark stays in the shared services
 await cleanShared([BENCH_PREFIX])
-if (!process.env.BENCH_NO_WRITE) writeFileSync(new URL('./RESULTS.md', import.meta.url), lines.join('\n') + '\n')
+// the log of optimisation steps below KEPT stays as it is: each step's figures were measured then
+const KEPT = '<!-- kept: npm run bench rewrites what is above this line, never what follows -->'
+const results = new URL('./RESULTS.md', import.meta.url)
+if (!process.env.BENCH_NO_WRITE) {
+  const old = existsSync(results) ? readFileSync(results, 'utf8') : ''
+  const kept = old.includes(KEPT) ? old.slice(old.indexOf(KEPT)) : ''
+  writeFileSync(results, lines.join('\n') + '\n' + (kept ? `\n${kept}` : ''))
+}

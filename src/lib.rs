@@ -15,6 +15,12 @@ pub use sql_connection::SqlConnection;
 
 use napi_derive::napi;
 
+/// Every allocation of the addon (its Rust code, tokio, fred, sqlx) goes through mimalloc:
+/// per-thread free lists make the allocations a write makes on one thread and frees on another
+/// cheap, where glibc's arenas lock and consolidate (see bench/RESULTS.md, round three).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shortest lease ttl in milliseconds (the facade validates `lease.ttlMs` against it).
 #[napi]
 pub const LEASE_MIN_TTL_MS: u32 = wa_auth_core::lease::MIN_TTL.as_millis() as u32;
