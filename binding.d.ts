@@ -26,11 +26,18 @@ export declare class NativeAuthStore {
    */
   getKeysCached(sessionId: string, kind: string, ids: Array<string>): Buffer | null
   /**
+   * Where answers of [`Self::write`] go: `handler(ids, versions, errors)`, called on the
+   * JavaScript thread with every write answered since its last call (see `completions.rs`).
+   * Set once.
+   */
+  setCompletionHandler(handler: (ids: number[], versions: number[], errors: Array<string | null>) => void): void
+  /**
    * One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
    * Takes its place in the session's order now, on the JavaScript thread: writes of one
-   * session land in the order they were called. Resolves with the write's version.
+   * session land in the order they were called. Answers request `id` through the completion
+   * handler with the write's version; bad arguments throw here.
    */
-  write(sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): Promise<number>
+  write(id: number, sessionId: string, creds: Buffer | undefined | null, types: Array<string>, ids: Array<string>, values: Array<Buffer | null>, options?: NativeWriteOptions | undefined | null): void
   /** Sends background warnings and errors to `log(level, code, message)`. */
   setLogger(log: (level: string, code: string, message: string) => void): void
   /** Removes a session and the record of its deletion (tests and tools). */

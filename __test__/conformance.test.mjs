@@ -119,7 +119,7 @@ for (const cfg of configs) {
       }
       const native = await store._native()
       const ids = Object.keys(raw)
-      await native.write(sid, null, ids.map(() => 'session'), ids, ids.map((id) => Buffer.from(raw[id])))
+      await store._completions.call((id) => native.write(id, sid, null, ids.map(() => 'session'), ids, ids.map((k) => Buffer.from(raw[k]))))
       const want = {
         plain: { a: 'QnVmZmVy', b: [1, 2] },
         base64: { k: Buffer.from([1, 2, 3]) },
@@ -264,7 +264,7 @@ for (const cfg of configs) {
       const store = await open()
       const sid = uniqueId('corrupt')
       const native = await store._native()
-      await native.write(sid, null, ['session'], ['x'], [Buffer.from('{not json')])
+      await store._completions.call((id) => native.write(id, sid, null, ['session'], ['x'], [Buffer.from('{not json')]))
       await expect(store.getKeys(sid, 'session', ['x'])).rejects.toMatchObject({ code: 'ERR_CORRUPT_VALUE' })
     })
 

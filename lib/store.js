@@ -11,6 +11,7 @@ const { WaAuthStoreError, call, convertError, invalid, reading } = require('./er
 const { checkSessionId, checkType, isPlainObject, wellFormed } = require('./validate.js')
 const { SessionLease, leaseOptions } = require('./lease.js')
 const { StoreMetrics } = require('./metrics.js')
+const { Completions } = require('./completions.js')
 
 const { KNOWN_TYPES } = require('./key-types.js')
 
@@ -204,6 +205,8 @@ class BaileysAuthStore {
         for (const k of keys.previousKeys) k.fill(0)
         ENCRYPTION.delete(this)
       }
+      this._completions = new Completions()
+      native.setCompletionHandler(this._completions.handler())
       native.setLogger((level, code, message) => {
         this._metrics.report(level, code)
         report(this._logger, level, code, message)
@@ -258,7 +261,7 @@ class BaileysAuthStore {
     if (credsBytes == null && ids.length === 0) return this._assertOpen() // nothing to write: no I/O
     const native = await this._native()
     const bytes = values.reduce((n, v) => n + (v?.length ?? 0), credsBytes?.length ?? 0)
-    await this._metrics.inFlight(ids.length + (credsBytes ? 1 : 0), bytes, () => call(() => native.write(sessionId, credsBytes, types, ids, values, opts)))
+    await this._metrics.inFlight(ids.length + (credsBytes ? 1 : 0), bytes, () => call(() => this._completions.call((id) => native.write(id, sessionId, credsBytes, types, ids, values, opts))))
   }
 
   /** Removes the session entirely: creds and every key. */

@@ -8,6 +8,7 @@ use wa_auth_core::events::{EventSink, Level};
 use wa_auth_core::model::Value;
 use wa_auth_core::{AuthStore, KeyWrite, SessionId, StoreOptions, WriteBatch, WriteOptions};
 
+use crate::completions::{Completions, DoneArgs};
 use crate::error::{millis, to_napi, IntoNapi};
 use crate::redis_connection::RedisConnection;
 use crate::sql_connection::SqlConnection;
@@ -161,6 +162,8 @@ pub struct NativeSessionInfo {
 #[napi]
 pub struct NativeAuthStore {
     inner: Arc<AuthStore>,
+    /// Where [`NativeAuthStore::write`] answers (set once by the facade).
+    completions: std::sync::OnceLock<Arc<Completions>>,
 }
 
 fn buffer(v: Value) -> Buffer {
@@ -282,6 +285,7 @@ impl NativeAuthStore {
         .napi()?;
         Ok(NativeAuthStore {
             inner: Arc::new(store),
+            completions: std::sync::OnceLock::new(),
         })
     }
 
@@ -323,21 +327,45 @@ impl NativeAuthStore {
             .transpose()
     }
 
+    /// Where answers of [`Self::write`] go: `handler(ids, versions, errors)`, called on the
+    /// JavaScript thread with every write answered since its last call (see `completions.rs`).
+    /// Set once.
+    #[napi(
+        ts_args_type = "handler: (ids: number[], versions: number[], errors: Array<string | null>) => void"
+    )]
+    pub fn set_completion_handler(
+        &self,
+        handler: napi::bindgen_prelude::Function<DoneArgs, ()>,
+    ) -> napi::Result<()> {
+        let c = Arc::new(Completions::new(handler)?);
+        self.completions.set(c).map_err(|_| {
+            to_napi(wa_auth_core::Error::invalid(
+                "the completion handler is set already",
+            ))
+        })
+    }
+
     /// One atomic write: optional creds plus records given as parallel arrays (`null` deletes).
     /// Takes its place in the session's order now, on the JavaScript thread: writes of one
-    /// session land in the order they were called. Resolves with the write's version.
-    #[napi(ts_return_type = "Promise<number>")]
+    /// session land in the order they were called. Answers request `id` through the completion
+    /// handler with the write's version; bad arguments throw here.
+    #[napi]
     #[allow(clippy::too_many_arguments)] // the JavaScript signature
-    pub fn write<'env>(
+    pub fn write(
         &self,
-        env: &'env Env,
+        id: u32,
         session_id: String,
         creds: Option<Buffer>,
         types: Vec<String>,
         ids: Vec<String>,
         #[napi(ts_arg_type = "Array<Buffer | null>")] values: Vec<Option<Buffer>>,
         options: Option<NativeWriteOptions>,
-    ) -> napi::Result<PromiseRaw<'env, f64>> {
+    ) -> napi::Result<()> {
+        let Some(completions) = self.completions.get() else {
+            return Err(to_napi(wa_auth_core::Error::invalid(
+                "write before setCompletionHandler",
+            )));
+        };
         // Copy the bytes now: JavaScript may reuse the memory once we yield.
         let creds = creds.map(|b| Value::from(&b[..]));
         if types.len() != ids.len() || ids.len() != values.len() {
@@ -366,11 +394,13 @@ impl NativeAuthStore {
         }
         let ticket = self.inner.ticket(&sid);
         let inner = self.inner.clone();
-        env.spawn_future(async move {
+        let pending = completions.pending(id);
+        napi::bindgen_prelude::spawn(async move {
             let batch = WriteBatch { creds, keys };
             let v = inner.write_in_turn(&sid, batch, &opts, ticket).await;
-            v.map(|v| v as f64).napi()
-        })
+            pending.answer(v.map(|v| v as f64).napi());
+        });
+        Ok(())
     }
 
     /// Sends background warnings and errors to `log(level, code, message)`.

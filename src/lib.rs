@@ -3,6 +3,7 @@
 #![deny(clippy::all)]
 
 mod auth_store;
+mod completions;
 mod error;
 mod memory_manager;
 mod redis_connection;
