@@ -158,7 +158,7 @@ const workloads = {
     return { value: median(times), unit: 'ms p50', p50: median(times), p99: percentile(times, 99), bareSelect: bare, defaultUrl }
   },
 
-  async 'saveCreds (~2 KB creds, sequential)'(sys) {
+  async 'saveCreds (~2 KB creds, sequential)'(sys, ctx, spec) {
     const sid = id('creds')
     const c = creds(1)
     const n = 300
@@ -170,7 +170,37 @@ const workloads = {
       await sys.saveCreds(sid, c)
       lat.push(now() - t)
     }
-    return { value: n / ((now() - t0) / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
+    const out = { value: n / ((now() - t0) / 1000), unit: 'ops/s', higher: true, p50: median(lat), p99: percentile(lat, 99) }
+    // the floor on the same servers and connection settings, in the same round: a bare
+    // single-row upsert of the same bytes (pg, one connection), and that plus a bare HSET
+    const url = spec.config?.database?.startsWith('postgres') ? spec.config.database : spec.config?.postgres
+    if (url && (spec.ours || spec.community)) {
+      const client = new pg.Client({ connectionString: url })
+      await client.connect()
+      const table = `bench_floor_${process.pid}`
+      await client.query(`CREATE TABLE IF NOT EXISTS ${table} (id TEXT PRIMARY KEY, v BYTEA NOT NULL, n BIGINT NOT NULL)`)
+      const bytes = Buffer.from(JSON.stringify(c))
+      const up = []
+      const both = []
+      try {
+        for (let i = 0; i < n; i++) {
+          const t = now()
+          await client.query({ name: 'floor', text: `INSERT INTO ${table} VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, n = EXCLUDED.n`, values: [sid, bytes, i] })
+          up.push(now() - t)
+          if (ctx.redis) {
+            await ctx.redis.hset(`community:${sid}:floor`, 'creds', bytes)
+            both.push(now() - t)
+          }
+        }
+      } finally {
+        await client.query(`DROP TABLE ${table}`)
+        await client.end()
+        if (ctx.redis) await ctx.redis.del(`community:${sid}:floor`)
+      }
+      out.bareUpsert = median(up)
+      if (both.length) out.bareUpsertHset = median(both)
+    }
+    return out
   },
 }
 
@@ -180,11 +210,15 @@ async function footprint(list, ctx, print) {
   for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability && !s.config.encryption) || s.community)) {
     const sys = await spec.open()
     const tag = `${BENCH_PREFIX}fp${uniq++}`
+    const rss0 = process.memoryUsage().rss
     for (let i = 0; i < n; i++) {
       const p = pairedSession(i)
       await sys.saveCreds(`${tag}-${i}`, p.creds)
       await sys.set(`${tag}-${i}`, p.keys)
     }
+    // what this process grew by, holding the sessions (the store's cache and buffers, or the
+    // community store's ioredis and pg): per 1,000 sessions
+    const rss = ((process.memoryUsage().rss - rss0) / n) * 1000
     let redisBytes = 0
     const pattern = spec.community ? `community:${tag}-*` : `wa:{s:${tag}-*`
     let cursor = '0'
@@ -199,7 +233,7 @@ async function footprint(list, ctx, print) {
           `SELECT (SELECT COALESCE(SUM(pg_column_size(k.*)), 0) FROM wa_auth_keys k WHERE session_id LIKE $1) + (SELECT COALESCE(SUM(pg_column_size(s.*)), 0) FROM wa_auth_sessions s WHERE session_id LIKE $1) AS b`,
           [`${tag}-%`],
         )
-    rows.push({ name: spec.name, redis: redisBytes / n, sql: Number(sql.rows[0].b) / n })
+    rows.push({ name: spec.name, redis: redisBytes / n, sql: Number(sql.rows[0].b) / n, rss })
     await sys.close()
   }
   return { n, rows }
@@ -218,7 +252,8 @@ export async function runSuite({ services, print = console.log }) {
     // systems that name their workloads run only those (the encrypted variants)
     const systems = list.filter((s) => !s.workloads || s.workloads.some((w) => wl.startsWith(w)))
     results[wl] = Object.fromEntries(systems.map((s) => [s.name, []]))
-    for (let r = 0; r < ROUNDS; r++) {
+    const rounds = wl.startsWith('saveCreds') ? Math.max(ROUNDS, 5) : ROUNDS
+    for (let r = 0; r < rounds; r++) {
       // interleaved: every system once per round, the order rotated each round
       const order = systems.map((_, i) => systems[(i + r) % systems.length])
       for (const spec of order) {
@@ -230,18 +265,18 @@ export async function runSuite({ services, print = console.log }) {
         }
       }
     }
-    printWorkload(wl, results[wl], print, systems)
+    printWorkload(wl, results[wl], print, systems, rounds)
   }
   let fp
   if (ctx.redis && ctx.pg && !only) {
     fp = await footprint(list, ctx, print)
     print(`\n### footprint (${fp.n} sessions: 800 pre-keys, 50 sessions, 3 sender keys each)\n`)
-    print('| system | Redis bytes / session | SQL bytes / session |')
-    print('| --- | --- | --- |')
+    print('| system | Redis bytes / session | SQL bytes / session | Node RSS growth / 1,000 sessions |')
+    print('| --- | --- | --- | --- |')
     const base = fp.rows.find((r) => r.name.includes('community'))
     for (const r of fp.rows) {
       const ratio = (a, b) => (b ? ` (${fmt(a / b, 2)}x)` : '')
-      print(`| ${r.name} | ${fmt(r.redis, 0)}${ratio(r.redis, base?.redis)} | ${fmt(r.sql, 0)}${ratio(r.sql, base?.sql)} |`)
+      print(`| ${r.name} | ${fmt(r.redis, 0)}${ratio(r.redis, base?.redis)} | ${fmt(r.sql, 0)}${ratio(r.sql, base?.sql)} | ${fmt(r.rss / 2 ** 20, 1)} MiB |`)
     }
   }
   if (ctx.redis && ctx.pg && !only) {
@@ -270,7 +305,7 @@ export async function runSuite({ services, print = console.log }) {
   return { results, footprint: fp }
 }
 
-function printWorkload(wl, bySystem, print, systems) {
+function printWorkload(wl, bySystem, print, systems, rounds) {
   const med = (runs, k) => median(runs.map((x) => x[k]).filter((v) => v !== undefined))
   const first = Object.values(bySystem)[0][0]
   const community = Object.entries(bySystem).find(([n]) => n.includes('community'))
@@ -281,7 +316,7 @@ function printWorkload(wl, bySystem, print, systems) {
     return fmt(first.higher ? v / b : b / v, 2) + 'x'
   }
   print(`\n### ${wl}\n`)
-  print(`| system | ${first.unit} (median of ${ROUNDS}) | p50 ms | p99 ms | vs community | vs in-memory | extra |`)
+  print(`| system | ${first.unit} (median of ${rounds}) | p50 ms | p99 ms | vs community | vs in-memory | extra |`)
   print('| --- | --- | --- | --- | --- | --- | --- |')
   for (const [name, runs] of Object.entries(bySystem)) {
     const v = med(runs, 'value')
@@ -298,7 +333,21 @@ function printWorkload(wl, bySystem, print, systems) {
     }
     const bare = med(runs, 'bareSelect')
     if (Number.isFinite(bare)) extra.push(`bare SELECT ${fmt(bare, 2)} ms (${fmt(v / bare, 2)}x)`)
+    if (runs.length >= 5) {
+      const vs = runs.map((x) => x.value)
+      extra.push(`spread of ${vs.length} runs ${fmt(Math.min(...vs), first.higher ? 0 : 2)}-${fmt(Math.max(...vs), first.higher ? 0 : 2)}`)
+    }
+    const bu = med(runs, 'bareUpsert')
+    if (Number.isFinite(bu)) extra.push(`bare single-row upsert ${fmt(bu, 3)} ms (p50 ${fmt(med(runs, 'p50') / bu, 2)}x it)`)
+    const buh = med(runs, 'bareUpsertHset')
+    if (Number.isFinite(buh)) extra.push(`bare upsert + bare HSET ${fmt(buh, 3)} ms (p50 ${fmt(med(runs, 'p50') / buh, 2)}x it)`)
     const cpu = med(runs, 'cpuTotal')
+    if (Number.isFinite(cpu) && floor && (med(runs, 'cpuRedis') > 0 || med(runs, 'cpuPostgres') > 0) && !name.includes('community')) {
+      // the floor: the JSON every system pays (the in-memory baseline's CPU) plus this system's
+      // own Redis and PostgreSQL CPU, from the same run
+      const f = med(floor[1], 'cpuTotal') + med(runs, 'cpuRedis') + med(runs, 'cpuPostgres')
+      extra.push(`floor ${fmt(f, 0)} µs (JSON ${fmt(med(floor[1], 'cpuTotal'), 0)} + servers), ${fmt(cpu / f, 2)}x the floor`)
+    }
     if (Number.isFinite(cpu)) {
       const base = community ? med(community[1], 'cpuTotal') : NaN
       extra.push(`CPU per write ${fmt(cpu, 0)} µs (node ${fmt(med(runs, 'cpuNode'), 0)}, redis ${fmt(med(runs, 'cpuRedis'), 0)}, postgres ${fmt(med(runs, 'cpuPostgres'), 0)})${Number.isFinite(base) ? `, ${fmt(cpu / base, 2)}x community's` : ''}`)

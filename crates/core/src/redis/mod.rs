@@ -200,8 +200,13 @@ impl RedisTier {
         })
         .await?;
         *tier.connection_task.lock() = Some(handle);
-        let _: String = tier.call("ping", tier.client.ping(None)).await?;
-        tier.check_eviction_policy().await?;
+        // together: one round trip for both (fred pipelines), on every open
+        let (ping, policy) = futures::join!(
+            tier.call::<String>("ping", tier.client.ping(None)),
+            tier.check_eviction_policy()
+        );
+        ping?;
+        policy?;
         Ok(Arc::new(tier))
     }
 

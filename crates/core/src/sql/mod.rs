@@ -482,7 +482,12 @@ impl SqlStore {
         const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM wa_auth_migrations";
         self.call("schema version", async {
             match &self.pool {
-                Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+                // run once per open: the simple protocol's one round trip, not a prepared
+                // statement's three
+                Pool::Postgres(p) => {
+                    use sqlx::Row;
+                    sqlx::raw_sql(SQL).fetch_one(p).await?.try_get(0)
+                }
                 Pool::MySql(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
                 Pool::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
                 // the plug-in keeps its own schema

@@ -107,7 +107,8 @@ async fn prepare(conn: &mut PgConnection, port: u16) -> Result<(), sqlx::Error> 
     // each bind, more than it takes to run. Every statement here is keyed by the session, so
     // one generic plan per connection serves them all. (PostgreSQL before 12 has no such
     // setting, 42704: it keeps planning.)
-    match sqlx::query("SET plan_cache_mode = force_generic_plan")
+    // In the simple protocol: one round trip (a prepared statement takes three).
+    match sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
         .execute(&mut *conn)
         .await
     {
