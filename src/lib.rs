@@ -22,6 +22,28 @@ use napi_derive::napi;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The addon's tokio runtime: one worker thread, unless `TOKIO_WORKER_THREADS` says otherwise.
+/// One Node process has one JavaScript thread feeding the store, and the store's own work per
+/// call is a few tens of microseconds: a second worker did not add throughput, only wakeups and
+/// migrations between the two (measured with bench/profile.mjs, three alternated runs each: the
+/// durable message loop 2.7-3.4 % faster and ~10 % less CPU in the Node process with one;
+/// bench/RESULTS.md, round three, step 5). Large encodes still go to tokio's blocking pool.
+#[napi_derive::module_init]
+fn init() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    match builder.build() {
+        Ok(rt) => napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        // napi-rs makes its default runtime on first use instead
+        Err(e) => eprintln!(
+            "wa-auth-store: could not build its tokio runtime ({e}); using napi-rs's default"
+        ),
+    }
+}
+
 /// The shortest lease ttl in milliseconds (the facade validates `lease.ttlMs` against it).
 #[napi]
 pub const LEASE_MIN_TTL_MS: u32 = wa_auth_core::lease::MIN_TTL.as_millis() as u32;
