@@ -11,6 +11,9 @@ import { systemList } from './systems.mjs'
 const run = promisify(execFile)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const child = fileURLToPath(new URL('./cold-open-child.mjs', import.meta.url))
+const rssChild = fileURLToPath(new URL('./rss-child.mjs', import.meta.url))
+// sessions a process of its own writes and holds for the RSS figure
+const RSS_SESSIONS = Number(process.env.BENCH_RSS_SESSIONS ?? 1000)
 let uniq = 0
 // every session the benchmark makes starts with this, so it can remove them all at its end
 export const BENCH_PREFIX = `wa-bench-${process.pid}-`
@@ -204,21 +207,19 @@ const workloads = {
   },
 }
 
-async function footprint(list, ctx, print) {
+async function footprint(list, ctx, print, withRss = false) {
   const n = Number(process.env.BENCH_FOOTPRINT_SESSIONS ?? 200)
   const rows = []
   for (const spec of list.filter((s) => (s.ours && s.config.redis && s.config.database?.startsWith('postgres') && !s.config.durability && !s.config.encryption) || s.community)) {
     const sys = await spec.open()
     const tag = `${BENCH_PREFIX}fp${uniq++}`
-    const rss0 = process.memoryUsage().rss
     for (let i = 0; i < n; i++) {
       const p = pairedSession(i)
       await sys.saveCreds(`${tag}-${i}`, p.creds)
       await sys.set(`${tag}-${i}`, p.keys)
     }
-    // what this process grew by, holding the sessions (the store's cache and buffers, or the
-    // community store's ioredis and pg): per 1,000 sessions
-    const rss = ((process.memoryUsage().rss - rss0) / n) * 1000
+    // what a process of its own grows by, holding the sessions (bench/rss-child.mjs)
+    const rss = withRss ? JSON.parse((await run(process.execPath, ['--expose-gc', rssChild, JSON.stringify({ config: spec.config, n: RSS_SESSIONS, tag: `${tag}-rss` })])).stdout).grown : NaN
     let redisBytes = 0
     const pattern = spec.community ? `community:${tag}-*` : `wa:{s:${tag}-*`
     let cursor = '0'
@@ -269,9 +270,9 @@ export async function runSuite({ services, print = console.log }) {
   }
   let fp
   if (ctx.redis && ctx.pg && !only) {
-    fp = await footprint(list, ctx, print)
+    fp = await footprint(list, ctx, print, true)
     print(`\n### footprint (${fp.n} sessions: 800 pre-keys, 50 sessions, 3 sender keys each)\n`)
-    print('| system | Redis bytes / session | SQL bytes / session | Node RSS growth / 1,000 sessions |')
+    print(`| system | Redis bytes / session | SQL bytes / session | Node RSS growth holding ${RSS_SESSIONS.toLocaleString('en-US')} sessions (own process) |`)
     print('| --- | --- | --- | --- |')
     const base = fp.rows.find((r) => r.name.includes('community'))
     for (const r of fp.rows) {
@@ -342,7 +343,9 @@ function printWorkload(wl, bySystem, print, systems, rounds) {
     const buh = med(runs, 'bareUpsertHset')
     if (Number.isFinite(buh)) extra.push(`bare upsert + bare HSET ${fmt(buh, 3)} ms (p50 ${fmt(med(runs, 'p50') / buh, 2)}x it)`)
     const cpu = med(runs, 'cpuTotal')
-    if (Number.isFinite(cpu) && floor && (med(runs, 'cpuRedis') > 0 || med(runs, 'cpuPostgres') > 0) && !name.includes('community')) {
+    // (for this store on PostgreSQL: the schedstat figures count PostgreSQL's processes, not MariaDB's)
+    const onPostgres = systems.find((s) => s.name === name)?.config?.database?.startsWith('postgres')
+    if (Number.isFinite(cpu) && floor && onPostgres) {
       // the floor: the JSON every system pays (the in-memory baseline's CPU) plus this system's
       // own Redis and PostgreSQL CPU, from the same run
       const f = med(floor[1], 'cpuTotal') + med(runs, 'cpuRedis') + med(runs, 'cpuPostgres')
