@@ -219,7 +219,7 @@ async function footprint(list, ctx, print, withRss = false) {
       await sys.set(`${tag}-${i}`, p.keys)
     }
     // what a process of its own grows by, holding the sessions (bench/rss-child.mjs)
-    const rss = withRss ? JSON.parse((await run(process.execPath, ['--expose-gc', rssChild, JSON.stringify({ config: spec.config, n: RSS_SESSIONS, tag: `${tag}-rss` })])).stdout).grown : NaN
+    const rss = withRss ? JSON.parse((await run(process.execPath, ['--expose-gc', rssChild, JSON.stringify({ config: spec.config, n: RSS_SESSIONS, tag: `${BENCH_PREFIX}rss${uniq++}` })])).stdout).grown : NaN
     let redisBytes = 0
     const pattern = spec.community ? `community:${tag}-*` : `wa:{s:${tag}-*`
     let cursor = '0'
